@@ -1,0 +1,116 @@
+"""The one training loop: baseline training and candidate fine-tuning both go through ``fit``.
+
+The baseline is trained to convergence with early stopping on the validation split and the
+best epoch's weights restored: an under-trained baseline makes every fine-tuned candidate look
+free (the "gain" would be training, not compression).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from petra.compression.regularizers import CrossEntropy, Loss
+from petra.models.base import Metric, Split, Task
+
+
+@dataclass(frozen=True)
+class FitReport:
+    epochs_run: int
+    best_epoch: int
+    best_val: float | None
+
+
+def set_torch_threads() -> None:
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+
+
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).numpy())
+    return np.concatenate(outs)
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    loss: Loss | None = None,
+    val: Split | None = None,
+    metric: Metric | None = None,
+    patience: int | None = None,
+    seed: int = 0,
+) -> FitReport:
+    """Adam with cosine decay; with ``val`` and ``patience``, early stopping on the metric."""
+    set_torch_threads()
+    loss = loss or CrossEntropy()
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    x_all = torch.from_numpy(np.ascontiguousarray(train.x))
+    y_all = torch.from_numpy(np.ascontiguousarray(train.y))
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    best_val, best_epoch, best_state, stale = None, 0, None, 0
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        perm = torch.randperm(len(train), generator=gen)
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i : i + batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on a single example
+                continue
+            x, y = x_all[idx], y_all[idx]
+            logits = model(x)
+            value = loss(model, x, y, logits)
+            if not torch.isfinite(value):
+                raise FloatingPointError(f"training loss became {value.item()} at epoch {epoch}")
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            sched.step()
+        if val is not None and metric is not None and patience is not None:
+            score = metric(predict(model, val.x), val.y)
+            better = best_val is None or (
+                score > best_val if metric.higher_is_better else score < best_val
+            )
+            if better:
+                best_val, best_epoch, stale = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return FitReport(epochs_run=epoch, best_epoch=best_epoch or epoch, best_val=best_val)
+
+
+def train_baseline(model: nn.Module, task: Task) -> FitReport:
+    s = task.train_settings
+    return fit(
+        model,
+        task.train,
+        epochs=s.max_epochs,
+        lr=s.lr,
+        batch_size=s.batch_size,
+        weight_decay=s.weight_decay,
+        val=task.val,
+        metric=task.metric,
+        patience=s.patience,
+        seed=s.seed,
+    )

@@ -1,0 +1,7 @@
+"""torch -> ONNX export and ONNX -> quantized ONNX; every output is a hashed ``Artifact``."""
+
+from petra.exporters.artifact import Artifact, sha256_file
+from petra.exporters.onnx_export import export_onnx
+from petra.exporters.quantize import Calibration, Precision, quantize
+
+__all__ = ["Artifact", "Calibration", "Precision", "export_onnx", "quantize", "sha256_file"]

@@ -1,0 +1,147 @@
+"""Genes, the search space, and the frozen candidate config a genome decodes into.
+
+A genome is a tuple of integer indices, one per gene, into the choices of the ``SearchSpace``:
+categorical genes stay categorical under PyGAD's crossover and mutation. Decoding
+*canonicalises* the config — genes that cannot matter (calibration of an FP32 model, pruning
+importance at ratio 0, ...) are reset to a fixed value — so that configs that would build the
+same artifact share one hash and are never evaluated twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from enum import Enum
+
+from petra.compression.pruning import Importance
+from petra.errors import ConfigError
+from petra.exporters.quantize import Calibration, Precision
+from petra.runtimes.onnxruntime import GraphOpt
+
+
+class Regularizer(str, Enum):
+    NONE = "none"
+    L1 = "l1"  # L1 sparsity on BatchNorm scales before pruning
+    KD = "kd"  # knowledge distillation from the FP32 teacher
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    prune_ratio: float = 0.0
+    importance: Importance = Importance.L2
+    round_to: int = 8
+    epochs: int = 0
+    lr: float = 1e-3
+    regularizer: Regularizer = Regularizer.NONE
+    reg_weight: float = 0.5
+    precision: Precision = Precision.FP32
+    calibration: Calibration = Calibration.MINMAX
+    per_channel: bool = True
+    graph_opt: GraphOpt = GraphOpt.ALL
+    threads: int = 1
+
+    #: genes that only the torch stage (prune + fine-tune) reads
+    TORCH_GENES = ("prune_ratio", "importance", "round_to", "epochs", "lr", "regularizer", "reg_weight")
+
+    def canonical(self) -> CandidateConfig:
+        d = CandidateConfig()
+        c = self
+        if c.prune_ratio == 0.0:
+            c = replace(c, importance=d.importance, round_to=d.round_to)
+        if c.epochs == 0:
+            c = replace(c, lr=d.lr, regularizer=Regularizer.NONE)
+        if c.regularizer is Regularizer.NONE:
+            c = replace(c, reg_weight=d.reg_weight)
+        if c.precision is Precision.FP32:
+            c = replace(c, calibration=d.calibration, per_channel=d.per_channel)
+        elif c.precision is Precision.INT8_DYNAMIC:
+            c = replace(c, calibration=d.calibration)
+        return c
+
+    def to_json(self) -> dict:
+        return {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CandidateConfig:
+        types = {f.name: f.type for f in fields(cls)}
+        kwargs = {}
+        for k, v in data.items():
+            if k not in types:
+                raise ConfigError(f"unknown config key {k!r}")
+            enum = {"importance": Importance, "regularizer": Regularizer, "precision": Precision,
+                    "calibration": Calibration, "graph_opt": GraphOpt}.get(k)
+            kwargs[k] = enum(v) if enum else v
+        return cls(**kwargs)
+
+    def _digest(self, keys) -> str:
+        payload = {k: v for k, v in self.canonical().to_json().items() if k in keys}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def key(self) -> str:
+        """Stable hash of the canonical config: equal keys build equal artifacts."""
+        return self._digest({f.name for f in fields(self)})
+
+    @property
+    def torch_key(self) -> str:
+        """Hash of the torch stage alone: candidates sharing it never retrain."""
+        return self._digest(set(self.TORCH_GENES))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The choices of every gene; the order of fields is the order of genes in a genome."""
+
+    prune_ratio: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    importance: tuple[Importance, ...] = tuple(Importance)
+    round_to: tuple[int, ...] = (1, 4, 8, 16)
+    epochs: tuple[int, ...] = (0, 1, 2, 4, 6)
+    lr: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    regularizer: tuple[Regularizer, ...] = tuple(Regularizer)
+    reg_weight: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9)
+    precision: tuple[Precision, ...] = tuple(Precision)
+    calibration: tuple[Calibration, ...] = tuple(Calibration)
+    per_channel: tuple[bool, ...] = (False, True)
+    graph_opt: tuple[GraphOpt, ...] = (GraphOpt.BASIC, GraphOpt.EXTENDED, GraphOpt.ALL)
+    threads: tuple[int, ...] = (1,)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if not getattr(self, f.name):
+                raise ConfigError(f"search space gene {f.name!r} needs at least one choice")
+        bad = [r for r in self.prune_ratio if not 0.0 <= r <= 0.8]
+        if bad:
+            raise ConfigError(f"pruning ratios must be in [0, 0.8], got {bad}")
+
+    @property
+    def gene_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(len(getattr(self, n)) for n in self.gene_names)
+
+    def decode(self, genome) -> CandidateConfig:
+        if len(genome) != len(self.gene_names):
+            raise ValueError(f"genome has {len(genome)} genes, the space has {len(self.gene_names)}")
+        values = {}
+        for name, size, g in zip(self.gene_names, self.sizes, genome):
+            idx = int(g)
+            if not 0 <= idx < size:
+                raise ValueError(f"gene {name!r} index {idx} outside [0, {size})")
+            values[name] = getattr(self, name)[idx]
+        return CandidateConfig(**values).canonical()
+
+    def encode(self, config: CandidateConfig) -> tuple[int, ...]:
+        """Nearest genome for a config (used to seed the first population)."""
+        out = []
+        for name in self.gene_names:
+            choices, value = getattr(self, name), getattr(config, name)
+            if value in choices:
+                out.append(choices.index(value))
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                out.append(min(range(len(choices)), key=lambda i: abs(choices[i] - value)))
+            else:
+                out.append(0)
+        return tuple(out)

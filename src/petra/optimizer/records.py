@@ -1,0 +1,106 @@
+"""Trial records, objectives with constraint-domination, the Pareto front and the best pick.
+
+PyGAD's NSGA-II maximises every objective and knows no constraints. Constraint-domination
+(Deb 2000) is encoded in the fitness itself: a feasible candidate's fitness is
+(metric, -p50, -size); an infeasible one gets the same very low value on every objective,
+lower the larger its violation, so any feasible candidate dominates any infeasible one and
+infeasible candidates are ranked by violation alone. A failed build is worse than both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from petra.optimizer.genome import CandidateConfig
+from petra.profilers.measure import Measurement
+
+INFEASIBLE_BASE = -1e6
+FAILED = -1e9
+
+
+class TrialState(str, Enum):
+    COMPLETE = "COMPLETE"
+    INFEASIBLE = "INFEASIBLE"
+    FAIL = "FAIL"
+
+
+class Prefer(str, Enum):
+    LATENCY = "latency"
+    SIZE = "size"
+    THROUGHPUT = "throughput"
+
+
+@dataclass
+class Trial:
+    number: int
+    generation: int
+    config: CandidateConfig
+    state: TrialState
+    reason: str | None = None
+    val: float | None = None
+    test: float | None = None
+    drop: float | None = None
+    measurement: Measurement | None = None
+    artifact: str | None = None
+    stage_s: dict[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.state is TrialState.COMPLETE
+
+    def fitness(self) -> list[float]:
+        if self.state is TrialState.FAIL or self.measurement is None:
+            return [FAILED] * 3
+        if self.state is TrialState.INFEASIBLE:
+            return [INFEASIBLE_BASE - float(self.drop or 0.0)] * 3
+        return [float(self.val), -self.measurement.p50_ms, -self.measurement.size_bytes / 1e6]
+
+    def entry(self, metric_name: str) -> dict:
+        """The ENTRY shape of results.json; measurement figures flattened beside the config."""
+        out = {
+            "trial": self.number,
+            "generation": self.generation,
+            "state": self.state.value,
+            "key": self.config.key,
+            "config": self.config.to_json(),
+            "metric": {"name": metric_name, "val": self.val, "test": self.test, "drop_val": self.drop},
+            "artifact": self.artifact,
+            "stage_s": self.stage_s,
+            "elapsed_s": self.elapsed_s,
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        if self.measurement is not None:
+            out.update(self.measurement.to_json())
+        return out
+
+
+def dominates(a: Trial, b: Trial) -> bool:
+    fa, fb = a.fitness(), b.fitness()
+    return all(x >= y for x, y in zip(fa, fb)) and any(x > y for x, y in zip(fa, fb))
+
+
+def pareto_front(trials: list[Trial]) -> list[Trial]:
+    """Non-dominated feasible trials, one per distinct config, ordered by latency."""
+    ok = [t for t in trials if t.ok]
+    front = [t for t in ok if not any(dominates(o, t) for o in ok if o is not t)]
+    return sorted(front, key=lambda t: (t.measurement.p50_ms, t.measurement.size_bytes))
+
+
+def pick_best(candidates: list[Trial], baseline: Trial, prefer: Prefer) -> Trial:
+    """The feasible candidate best on ``prefer``; never one slower than the baseline.
+
+    When nothing qualifies the baseline itself is the answer: shipping the FP32 model is
+    always better than shipping something slower or less accurate.
+    """
+    base_p50 = baseline.measurement.p50_ms
+    eligible = [t for t in candidates if t.ok and t.measurement.p50_ms <= base_p50]
+    if not eligible:
+        return baseline
+    if prefer is Prefer.SIZE:
+        return min(eligible, key=lambda t: (t.measurement.size_bytes, t.measurement.p50_ms))
+    if prefer is Prefer.THROUGHPUT:
+        return max(eligible, key=lambda t: (t.measurement.throughput_sps, -t.measurement.p50_ms))
+    return min(eligible, key=lambda t: (t.measurement.p50_ms, t.measurement.size_bytes))
