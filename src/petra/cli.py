@@ -56,7 +56,7 @@ def optimize(
     task: str = typer.Option("digits", help="built-in task name or 'module:function'"),
     runtime: str = typer.Option("onnxruntime", help="target runtime"),
     device: str = typer.Option("cpu", help="target device"),
-    generations: int = typer.Option(5, help="NSGA-II generations after the first population"),
+    generations: int = typer.Option(8, help="NSGA-II generations after the first population"),
     population: int = typer.Option(8, help="candidates per generation"),
     time_budget: float = typer.Option(180.0, help="wall seconds for baseline + search"),
     max_drop: float = typer.Option(1.0, help="max metric drop vs FP32 on validation (points)"),
@@ -75,7 +75,8 @@ def optimize(
                           population=population, time_budget=time_budget, max_drop=max_drop,
                           prefer=prefer, batch=batch, max_threads=max_threads, seed=seed,
                           output=output)
-        results = run_study(cfg, log=lambda s: console.print(s, markup=False, highlight=False))
+        results = run_study(
+            cfg, log=lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
     except PetraError as exc:
         fail(str(exc))
     console.print(front_table(results))
@@ -120,7 +121,7 @@ def bench(
         rows = []
         for b in sizes:
             x = np.random.default_rng(0).standard_normal([b] + dims[1:]).astype(np.float32)
-            t = time_calls(lambda: session.run(x))
+            t = time_calls(lambda x=x: session.run(x))
             rows.append({"batch": b, **t.summary(), "throughput_sps": b / (t.p50 / 1e3)})
     except PetraError as exc:
         fail(str(exc))

@@ -22,7 +22,7 @@ class RunConfig(BaseModel):
     task: str = "digits"
     runtime: str = "onnxruntime"
     device: str = "cpu"
-    generations: int = Field(5, gt=0)
+    generations: int = Field(8, gt=0)
     population: int = Field(8, ge=2)
     time_budget: float = Field(180.0, gt=0, description="seconds for the search loop")
     max_drop: float = Field(1.0, ge=0, le=100)

@@ -120,7 +120,9 @@ class CandidateBuilder:
     def compile(self, cfg: CandidateConfig, artifact: Artifact) -> Session:
         return self.runtime.compile(artifact.path, graph_opt=cfg.graph_opt, threads=cfg.threads)
 
-    def measure(self, session: Session, artifact: Artifact, policy: TimingPolicy | None = None) -> Measurement:
+    def measure(
+        self, session: Session, artifact: Artifact, policy: TimingPolicy | None = None
+    ) -> Measurement:
         return measure(session, self.task.val.x[:64], size_bytes=artifact.size_bytes,
                        throughput_batch=self.throughput_batch, policy=policy or self.policy)
 

@@ -16,7 +16,9 @@ from torch import nn
 
 
 class Loss(Protocol):
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor: ...
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor
+    ) -> torch.Tensor: ...
 
 
 class CrossEntropy:
@@ -52,5 +54,6 @@ class BNSparsity:
         self.lam = lam
 
     def __call__(self, model, x, y, logits):
-        l1 = sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d))
+        bns = (m for m in model.modules() if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d))
+        l1 = sum(m.weight.abs().sum() for m in bns)
         return F.cross_entropy(logits, y) + self.lam * l1

@@ -72,32 +72,35 @@ def quantize(
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = dst.with_name(dst.name + ".tmp")
+    # the entropy/percentile calibrators print progress to stdout; keep the CLI's clean
+    quiet = contextlib.redirect_stdout(io.StringIO())
     try:
         if precision is Precision.FP32:
             tmp_out.write_bytes(Path(src.path).read_bytes())
-        elif precision is Precision.INT8_DYNAMIC:
-            quantize_dynamic(str(src.path), str(tmp_out), per_channel=per_channel,
-                             weight_type=QuantType.QInt8)
         else:
-            if calibration_data is None or len(calibration_data) == 0:
-                raise QuantizeError("static INT8 needs calibration data from the task")
-            input_name = onnx.load(str(src.path), load_external_data=False).graph.input[0].name
-            method = {
-                Calibration.MINMAX: CalibrationMethod.MinMax,
-                Calibration.ENTROPY: CalibrationMethod.Entropy,
-                Calibration.PERCENTILE: CalibrationMethod.Percentile,
-            }[calibration]
-            # the entropy/percentile calibrators print progress to stdout; keep the CLI's clean
-            quiet = contextlib.redirect_stdout(io.StringIO())
             with tempfile.TemporaryDirectory(prefix="petra-q-") as tmpdir, quiet:
+                # shape inference + graph cleanup first, as ORT's quantizer expects
                 pre = Path(tmpdir) / "pre.onnx"
                 quant_pre_process(str(src.path), str(pre), skip_symbolic_shape=True)
-                quantize_static(
-                    str(pre), str(tmp_out), _reader(input_name, calibration_data, calibration_batch),
-                    quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=method,
-                )
+                if precision is Precision.INT8_DYNAMIC:
+                    quantize_dynamic(str(pre), str(tmp_out), per_channel=per_channel,
+                                     weight_type=QuantType.QInt8)
+                else:
+                    if calibration_data is None or len(calibration_data) == 0:
+                        raise QuantizeError("static INT8 needs calibration data from the task")
+                    graph = onnx.load(str(src.path), load_external_data=False).graph
+                    method = {
+                        Calibration.MINMAX: CalibrationMethod.MinMax,
+                        Calibration.ENTROPY: CalibrationMethod.Entropy,
+                        Calibration.PERCENTILE: CalibrationMethod.Percentile,
+                    }[calibration]
+                    quantize_static(
+                        str(pre), str(tmp_out),
+                        _reader(graph.input[0].name, calibration_data, calibration_batch),
+                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=method,
+                    )
     except QuantizeError:
         raise
     except Exception as exc:

@@ -16,7 +16,9 @@ from petra.optimizer.genome import SearchSpace
 Genome = tuple[int, ...]
 
 
-def initial_population(space: SearchSpace, size: int, seeds: Sequence[Genome], rng: np.random.Generator) -> np.ndarray:
+def initial_population(
+    space: SearchSpace, size: int, seeds: Sequence[Genome], rng: np.random.Generator
+) -> np.ndarray:
     """Seeds first (deduplicated), then random genomes not yet present."""
     pop: list[Genome] = []
     for s in seeds:

@@ -16,17 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from petra import __version__
+from petra.compression.pruning import Importance
 from petra.config import RunConfig, ensure_writable
 from petra.errors import CandidateError, ConfigError
 from petra.exporters import Calibration, Precision
 from petra.models.base import Task, get_task
 from petra.optimizer.genome import CandidateConfig, Regularizer, SearchSpace
 from petra.optimizer.nsga import run_nsga2
-from petra.optimizer.records import FAILED, Prefer, Trial, TrialState, pareto_front, pick_best
+from petra.optimizer.records import FAILED, Trial, TrialState, pareto_front, pick_best
 from petra.pipeline import CandidateBuilder
 from petra.profilers import TimingPolicy, machine, versions
-from petra.runtimes import GraphOpt, get_runtime
-from petra.compression.pruning import Importance
+from petra.runtimes import get_runtime
 
 SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
 FINAL_POLICY = TimingPolicy(rel_ci=0.01, min_runs=50, max_time_s=1.0)
@@ -98,7 +98,9 @@ class Study:
         except (ConfigError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug or a library crash in one candidate must not end the search
-            trial.reason = f"unexpected {type(exc).__name__}: {exc} @ {traceback.format_exc(limit=-1).strip().splitlines()[0]}"
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{Path(frame.filename).name}:{frame.lineno}"
+            trial.reason = f"unexpected {type(exc).__name__}: {exc} @ {where}"
         trial.elapsed_s = time.monotonic() - t0
         self.trials.append(trial)
         self.by_key[config.key] = trial

@@ -1,0 +1,63 @@
+import copy
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from petra.errors import ExportError, QuantizeError
+from petra.exporters import Calibration, Precision, export_onnx, quantize
+from petra.exporters.artifact import sha256_file
+
+
+def _run(path, x):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("method", ["torchscript", "dynamo"])
+def test_export_is_one_file_opset18_dynamic_batch(tiny_task, tiny_teacher, tmp_path, method):
+    art = export_onnx(copy.deepcopy(tiny_teacher), tiny_task.example_input, tmp_path / "m.onnx",
+                      method=method)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no external data
+    model = onnx.load(str(art.path))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    assert art.sha256 == sha256_file(art.path) and art.size_bytes == art.path.stat().st_size
+    x = tiny_task.val.x[:7]  # batch 7 was never seen at export time
+    with __import__("torch").no_grad():
+        ref = tiny_teacher(__import__("torch").from_numpy(x)).numpy()
+    np.testing.assert_allclose(_run(art.path, x), ref, atol=1e-4)
+
+
+def test_export_rejects_low_opset(tiny_task, tiny_teacher, tmp_path):
+    with pytest.raises(ExportError, match=">= 18"):
+        export_onnx(tiny_teacher, tiny_task.example_input, tmp_path / "m.onnx", opset=17)
+
+
+@pytest.mark.parametrize("calibration", list(Calibration))
+def test_static_int8_is_smaller_and_agrees(tiny_task, tiny_onnx, tmp_path, calibration):
+    q = quantize(tiny_onnx, tmp_path / "q.onnx", precision=Precision.INT8_STATIC,
+                 calibration=calibration, calibration_data=tiny_task.train.x[:64])
+    # on an 8-channel model the QDQ graph's own bytes weigh; the weights themselves are int8
+    assert q.size_bytes < 0.8 * tiny_onnx.size_bytes
+    graph = onnx.load(str(q.path)).graph
+    big = [t for t in graph.initializer if np.prod(t.dims) >= 64]
+    assert big and all(t.data_type == onnx.TensorProto.INT8 for t in big)
+    ops = {n.op_type for n in graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    x = tiny_task.val.x
+    agree = (_run(q.path, x).argmax(1) == _run(tiny_onnx.path, x).argmax(1)).mean()
+    assert agree > 0.95
+
+
+def test_dynamic_int8_and_fp32_copy(tiny_task, tiny_onnx, tmp_path):
+    d = quantize(tiny_onnx, tmp_path / "d.onnx", precision=Precision.INT8_DYNAMIC)
+    assert d.size_bytes < tiny_onnx.size_bytes
+    f = quantize(tiny_onnx, tmp_path / "f.onnx", precision=Precision.FP32)
+    assert f.sha256 == tiny_onnx.sha256
+    assert _run(d.path, tiny_task.val.x[:4]).shape == (4, 10)
+
+
+def test_static_without_calibration_data_fails(tiny_onnx, tmp_path):
+    with pytest.raises(QuantizeError, match="calibration data"):
+        quantize(tiny_onnx, tmp_path / "q.onnx", precision=Precision.INT8_STATIC)

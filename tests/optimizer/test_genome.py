@@ -1,0 +1,68 @@
+import pytest
+
+from petra.compression.pruning import Importance
+from petra.errors import ConfigError
+from petra.exporters import Calibration, Precision
+from petra.optimizer.genome import CandidateConfig, Regularizer, SearchSpace
+
+
+def test_decode_every_gene_and_roundtrip():
+    space = SearchSpace(threads=(1, 2))
+    assert len(space.gene_names) == 12
+    genome = tuple(n - 1 for n in space.sizes)  # last choice of every gene
+    cfg = space.decode(genome)
+    assert cfg.prune_ratio == 0.8 and cfg.importance is Importance.TAYLOR and cfg.round_to == 16
+    assert cfg.epochs == 6 and cfg.regularizer is Regularizer.KD and cfg.reg_weight == 0.9
+    assert cfg.precision is Precision.INT8_DYNAMIC and cfg.threads == 2
+    assert space.decode(space.encode(cfg)) == cfg
+
+
+def test_decode_rejects_bad_genomes():
+    space = SearchSpace()
+    with pytest.raises(ValueError, match="genes"):
+        space.decode((0, 1))
+    bad = list(space.encode(CandidateConfig()))
+    bad[0] = 99
+    with pytest.raises(ValueError, match="prune_ratio"):
+        space.decode(tuple(bad))
+
+
+def test_config_is_frozen_and_hashable():
+    cfg = CandidateConfig(prune_ratio=0.5)
+    with pytest.raises(AttributeError):
+        cfg.prune_ratio = 0.1  # type: ignore[misc]
+    assert len({cfg, CandidateConfig(prune_ratio=0.5)}) == 1
+
+
+def test_key_is_stable_and_canonical():
+    a = CandidateConfig(precision=Precision.FP32, calibration=Calibration.ENTROPY, per_channel=False)
+    b = CandidateConfig(precision=Precision.FP32)
+    # calibration cannot matter for an FP32 model: same artifact, same key
+    assert a.key == b.key
+    assert CandidateConfig(epochs=0, lr=3e-3, regularizer=Regularizer.KD).key == CandidateConfig().key
+    assert CandidateConfig(prune_ratio=0.0, importance=Importance.TAYLOR).key == CandidateConfig().key
+    assert CandidateConfig(prune_ratio=0.5).key != CandidateConfig(prune_ratio=0.6).key
+    # fixed value: the key must not depend on the process (no salted hash())
+    assert CandidateConfig().key == CandidateConfig().key and len(CandidateConfig().key) == 16
+
+
+def test_torch_key_ignores_quantization_and_runtime_genes():
+    a = CandidateConfig(prune_ratio=0.5, epochs=2, precision=Precision.INT8_STATIC, threads=1)
+    b = CandidateConfig(prune_ratio=0.5, epochs=2, precision=Precision.FP32, threads=2)
+    assert a.torch_key == b.torch_key and a.key != b.key
+    assert a.torch_key != CandidateConfig(prune_ratio=0.5, epochs=4).torch_key
+
+
+def test_json_roundtrip():
+    cfg = CandidateConfig(prune_ratio=0.3, regularizer=Regularizer.L1, epochs=2,
+                          precision=Precision.INT8_STATIC, calibration=Calibration.PERCENTILE)
+    assert CandidateConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ConfigError, match="unknown config key"):
+        CandidateConfig.from_json({"nope": 1})
+
+
+def test_space_validation():
+    with pytest.raises(ConfigError, match="at least one choice"):
+        SearchSpace(threads=())
+    with pytest.raises(ConfigError, match=r"\[0, 0.8\]"):
+        SearchSpace(prune_ratio=(0.9,))

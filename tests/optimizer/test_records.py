@@ -1,0 +1,49 @@
+from petra.optimizer.genome import CandidateConfig
+from petra.optimizer.records import Prefer, Trial, TrialState, dominates, pareto_front, pick_best
+from petra.profilers.measure import Measurement
+from petra.profilers.timing import Timing
+
+
+def _trial(n, val, p50, size, state=TrialState.COMPLETE, drop=0.0, thr_p50=None):
+    m = Measurement(Timing((p50,) * 5, 0), 8, Timing(((thr_p50 or p50 * 4),) * 5, 0), size, 0.0, {})
+    return Trial(n, 0, CandidateConfig(prune_ratio=n / 100), state, val=val, test=val, drop=drop,
+                 measurement=m)
+
+
+def test_constraint_domination():
+    feasible_bad = _trial(1, 50.0, 10.0, 10_000_000)
+    infeasible_great = _trial(2, 99.0, 0.01, 10, TrialState.INFEASIBLE, drop=3.0)
+    infeasible_less = _trial(3, 99.0, 5.0, 100, TrialState.INFEASIBLE, drop=1.5)
+    failed = Trial(4, 0, CandidateConfig(), TrialState.FAIL, reason="boom")
+    assert dominates(feasible_bad, infeasible_great)
+    assert dominates(infeasible_less, infeasible_great)  # smaller violation wins
+    assert dominates(infeasible_great, failed)
+    assert not dominates(infeasible_great, feasible_bad)
+
+
+def test_pareto_front_keeps_tradeoffs_only():
+    a = _trial(1, 99.0, 1.0, 1000)
+    b = _trial(2, 98.5, 0.5, 800)
+    c = _trial(3, 98.0, 0.8, 900)  # dominated by b
+    d = _trial(4, 99.5, 0.1, 10, TrialState.INFEASIBLE, drop=2)
+    front = pareto_front([a, b, c, d])
+    assert front == [b, a]
+
+
+def test_best_is_never_slower_than_baseline():
+    base = _trial(0, 99.0, 1.0, 1000)
+    slow_small = _trial(1, 99.0, 1.2, 10)
+    assert pick_best([slow_small], base, Prefer.SIZE) is base
+    fast = _trial(2, 98.5, 0.4, 500, thr_p50=1.0)
+    faster_bigger = _trial(3, 98.2, 0.3, 700, thr_p50=2.0)
+    assert pick_best([fast, faster_bigger], base, Prefer.LATENCY) is faster_bigger
+    assert pick_best([fast, faster_bigger], base, Prefer.SIZE) is fast
+    assert pick_best([fast, faster_bigger], base, Prefer.THROUGHPUT) is fast
+
+
+def test_entry_has_results_fields():
+    e = _trial(1, 99.0, 1.0, 1000).entry("accuracy")
+    for key in ("config", "metric", "latency_ms", "throughput_sps", "size_bytes", "artifact"):
+        assert key in e
+    assert set(e["latency_ms"]) >= {"p50", "p90", "p99"}
+    assert e["metric"]["name"] == "accuracy"

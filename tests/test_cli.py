@@ -1,0 +1,71 @@
+"""The command line: bad input is one line on stderr and exit code 2, never a traceback."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def petra(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "petra.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _one_line_error(proc, *words):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    for w in words:
+        assert w in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--task", "imagenet-nope"], ["unknown task", "digits"]),
+        (["--runtime", "tflite"], ["unknown runtime", "onnxruntime"]),
+        (["--time-budget", "0"], ["time_budget", "greater than 0"]),
+        (["--generations", "-1"], ["generations"]),
+        (["--population", "1"], ["population"]),
+        (["--max-drop", "-1"], ["max_drop"]),
+    ],
+)
+def test_bad_optimize_input(args, words, tmp_path):
+    _one_line_error(petra("optimize", "--output", str(tmp_path / "o"), *args), *words)
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _one_line_error(petra("optimize", "--output", str(blocker / "sub")), "--output")
+
+
+def test_bench_json_and_table(tiny_onnx):
+    proc = petra("bench", str(tiny_onnx.path), "--batch", "1,4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [r["batch"] for r in data["results"]] == [1, 4]
+    assert all(r["p50"] > 0 for r in data["results"])
+    table = petra("bench", str(tiny_onnx.path))
+    assert table.returncode == 0 and "p50" in table.stdout
+
+
+@pytest.mark.parametrize(
+    "make_args, words",
+    [
+        (lambda p, m: [str(p / "missing.onnx")], ["no such model file"]),
+        (lambda p, m: [str(m), "--batch", "0"], ["positive"]),
+        (lambda p, m: [str(m), "--batch", "a,b"], ["comma-separated"]),
+        (lambda p, m: [str(m), "--runtime", "nope"], ["unknown runtime"]),
+    ],
+)
+def test_bench_bad_input(tmp_path, tiny_onnx, make_args, words):
+    _one_line_error(petra("bench", *make_args(tmp_path, tiny_onnx.path)), *words)
+
+
+def test_bench_not_a_model(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not onnx")
+    _one_line_error(petra("bench", str(junk)))

@@ -1,0 +1,104 @@
+"""A whole tiny search, end to end, on real data and a real runtime."""
+
+import json
+
+import onnxruntime as ort
+import pytest
+import torch
+
+from petra.config import load_config
+from petra.errors import ConfigError
+from petra.exporters import Precision
+from petra.models import Task
+from petra.optimizer.genome import SearchSpace
+from petra.optimizer.study import Study
+
+TINY_SPACE = SearchSpace(
+    prune_ratio=(0.0, 0.5), round_to=(1, 4), epochs=(0, 2), lr=(3e-3,),
+    precision=(Precision.FP32, Precision.INT8_STATIC, Precision.INT8_DYNAMIC), threads=(1,),
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_task, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config(generations=2, population=4, time_budget=120, output=out, max_threads=1)
+    logs = []
+    results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=logs.append).run()
+    return out, results, logs
+
+
+def test_results_json_fields(tiny_run):
+    out, results, _ = tiny_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["status"] == "complete"
+    for key in ("petra_version", "task", "runtime", "device", "elapsed_s", "trials", "failed",
+                "machine", "baseline", "best", "pareto"):
+        assert key in on_disk, key
+    assert {"cpu", "cores"} <= set(on_disk["machine"])
+    for entry in [on_disk["baseline"], on_disk["best"], *on_disk["pareto"]]:
+        assert {"config", "metric", "latency_ms", "throughput_sps", "size_bytes", "artifact"} <= set(entry)
+        assert {"name", "val", "test"} <= set(entry["metric"])
+        assert {"p50", "p90", "p99"} <= set(entry["latency_ms"])
+        assert (out / entry["artifact"]).is_file()
+    assert on_disk["trials"] == len(on_disk["all_trials"]) >= 4
+    lines = (out / "trials.jsonl").read_text().splitlines()
+    assert len(lines) == on_disk["trials"]  # every trial was written the moment it ended
+
+
+def test_no_config_evaluated_twice(tiny_run):
+    _, results, _ = tiny_run
+    keys = [t["key"] for t in results["all_trials"]]
+    assert len(keys) == len(set(keys))
+
+
+def test_seeds_are_in_the_first_generation(tiny_run):
+    _, results, _ = tiny_run
+    gen0 = [t["config"] for t in results["all_trials"] if t["generation"] == 0]
+    assert any(c["precision"] == "int8_static" and c["prune_ratio"] == 0.0 for c in gen0)
+    assert any(c["precision"] == "int8_static" and c["prune_ratio"] == 0.5 for c in gen0)
+
+
+def test_best_is_feasible_fast_and_loads_in_plain_onnxruntime(tiny_run, tiny_task):
+    out, results, _ = tiny_run
+    best, base = results["best"], results["baseline"]
+    assert best["latency_ms"]["p50"] <= base["latency_ms"]["p50"]
+    assert best["metric"]["drop_val"] <= 1.0
+    sess = ort.InferenceSession(str(out / "best" / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = sess.run(None, {sess.get_inputs()[0].name: tiny_task.test.x})[0]
+    acc = float((logits.argmax(1) == tiny_task.test.y).mean() * 100)
+    assert acc == pytest.approx(best["metric"]["test"])
+    manifest = json.loads((out / "best" / "manifest.json").read_text())
+    assert manifest["config"] == best["config"] and "onnxruntime" in manifest["versions"]
+
+
+def test_pareto_entries_are_mutually_non_dominated(tiny_run):
+    _, results, _ = tiny_run
+    pts = [(e["metric"]["val"], -e["latency_ms"]["p50"], -e["size_bytes"]) for e in results["pareto"]]
+    for a in pts:
+        for b in pts:
+            dominated = all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+            assert not dominated
+
+
+def test_time_budget_stops_cleanly(tiny_task, tmp_path):
+    cfg = load_config(generations=50, population=4, time_budget=1, output=tmp_path, max_threads=1)
+    results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).run()
+    assert results["status"] == "complete" and results["generations_completed"] < 50
+    assert results["best"] is not None
+
+
+class Unexportable(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.linalg.svdvals(x.flatten(1)[:, :64].reshape(-1, 8, 8)).repeat(1, 8))
+
+
+def test_unexportable_baseline_is_a_clear_error(tiny_task, tmp_path):
+    task = Task("broken", Unexportable, tiny_task.train, tiny_task.val, tiny_task.test)
+    cfg = load_config(generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
+    with pytest.raises(ConfigError, match="could not be built"):
+        Study(cfg, task=task, space=TINY_SPACE, log=lambda s: None).run()
