@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from petra.exporters import export_onnx
+from petra.config import load_config
+from petra.exporters import Precision, export_onnx
 from petra.models.digits import digits_task
+from petra.optimizer.genome import SearchSpace
+from petra.optimizer.study import Study
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,3 +50,19 @@ def tiny_onnx(tiny_task, tiny_teacher, tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+TINY_SPACE = SearchSpace(
+    prune_ratio=(0.0, 0.5), round_to=(1, 4), epochs=(0, 2), lr=(3e-3,),
+    precision=(Precision.FP32, Precision.INT8_STATIC, Precision.INT8_DYNAMIC), threads=(1,),
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_task, tmp_path_factory):
+    """One whole tiny search shared by the tests that read a finished run."""
+    out = tmp_path_factory.mktemp("run")
+    cfg = load_config(generations=2, population=4, time_budget=120, output=out, max_threads=1)
+    logs = []
+    results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=logs.append).run()
+    return out, results, logs

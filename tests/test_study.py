@@ -8,24 +8,9 @@ import torch
 
 from petra.config import load_config
 from petra.errors import ConfigError
-from petra.exporters import Precision
 from petra.models import Task
-from petra.optimizer.genome import SearchSpace
 from petra.optimizer.study import Study
-
-TINY_SPACE = SearchSpace(
-    prune_ratio=(0.0, 0.5), round_to=(1, 4), epochs=(0, 2), lr=(3e-3,),
-    precision=(Precision.FP32, Precision.INT8_STATIC, Precision.INT8_DYNAMIC), threads=(1,),
-)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_task, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    cfg = load_config(generations=2, population=4, time_budget=120, output=out, max_threads=1)
-    logs = []
-    results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=logs.append).run()
-    return out, results, logs
+from tests.conftest import TINY_SPACE
 
 
 def test_results_json_fields(tiny_run):

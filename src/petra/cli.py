@@ -51,43 +51,144 @@ def front_table(results: dict) -> Table:
     return table
 
 
-@app.command()
-def optimize(
-    task: str = typer.Option("digits", help="built-in task name or 'module:function'"),
-    runtime: str = typer.Option("onnxruntime", help="target runtime"),
-    device: str = typer.Option("cpu", help="target device"),
-    generations: int = typer.Option(8, help="NSGA-II generations after the first population"),
-    population: int = typer.Option(8, help="candidates per generation"),
-    time_budget: float = typer.Option(180.0, help="wall seconds for baseline + search"),
-    max_drop: float = typer.Option(1.0, help="max metric drop vs FP32 on validation (points)"),
-    prefer: Prefer = typer.Option(Prefer.LATENCY, help="objective that picks the best artifact"),
-    batch: int = typer.Option(32, help="batch size of the throughput figure"),
-    max_threads: Optional[int] = typer.Option(None, help="cap on intra-op threads"),
-    seed: int = typer.Option(0, help="random seed"),
-    output: Optional[Path] = typer.Option(None, help="output folder (default runs/<task>-<time>)"),
-) -> None:
-    """Evolve compression configs; fitness is measured on the target runtime."""
-    from petra.config import load_config
-    from petra.optimizer.study import run_study
+def make_progress(mode: str):
+    from petra.progress import JsonProgress, PlainProgress, QuietProgress, RichProgress
 
-    try:
-        cfg = load_config(task=task, runtime=runtime, device=device, generations=generations,
-                          population=population, time_budget=time_budget, max_drop=max_drop,
-                          prefer=prefer, batch=batch, max_threads=max_threads, seed=seed,
-                          output=output)
-        results = run_study(
-            cfg, log=lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
-    except PetraError as exc:
-        fail(str(exc))
+    if mode == "json":
+        return JsonProgress()
+    if mode == "quiet":
+        return QuietProgress()
+    if console.is_terminal:
+        return RichProgress(console)
+    return PlainProgress(lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
+
+
+def print_summary(results: dict) -> None:
     console.print(front_table(results))
     best, r = results["best"], results["best"]["ratios_to_baseline"]
     console.print(
         f"best: trial {best['trial']} p50 {r['p50_latency']:.3f}x, size {r['size']:.3f}x, "
         f"throughput {r['throughput']:.2f}x, test drop {r['metric_drop_test']:.2f} points; "
         f"{results['trials']} trials ({results['failed']} failed) in {results['elapsed_s']:.0f}s",
-        markup=False, highlight=False)
-    out = Path(results["run_config"]["output"] or "") if results["run_config"]["output"] else None
-    console.print(f"results: {out or 'see above'}", markup=False, highlight=False)
+        markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def optimize(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file; flags override it"),
+    task: Optional[str] = typer.Option(None, help="built-in task name or 'module:function' [digits]"),
+    runtime: Optional[str] = typer.Option(None, help="target runtime [onnxruntime]"),
+    device: Optional[str] = typer.Option(None, help="target device [cpu]"),
+    generations: Optional[int] = typer.Option(None, help="NSGA-II generations [8]"),
+    population: Optional[int] = typer.Option(None, help="candidates per generation [8]"),
+    time_budget: Optional[float] = typer.Option(None, help="wall seconds for baseline + search [180]"),
+    max_drop: Optional[float] = typer.Option(None, help="max validation metric drop, points [1.0]"),
+    prefer: Optional[Prefer] = typer.Option(None, help="objective that picks the best artifact [latency]"),
+    batch: Optional[int] = typer.Option(None, help="batch size of the throughput figure [32]"),
+    max_threads: Optional[int] = typer.Option(None, help="cap on intra-op threads [all cores]"),
+    seed: Optional[int] = typer.Option(None, help="random seed [0]"),
+    output: Optional[Path] = typer.Option(None, help="output folder [runs/<task>-<time>]"),
+    progress: Optional[str] = typer.Option(None, help="rich | quiet | json [rich]"),
+    mlflow_uri: Optional[str] = typer.Option(None, help="log to MLflow, e.g. file:./mlruns"),
+) -> None:
+    """Evolve compression configs; fitness is measured on the target runtime."""
+    from petra.config import load_config
+    from petra.optimizer.study import run_study
+
+    try:
+        cfg = load_config(config, task=task, runtime=runtime, device=device, generations=generations,
+                          population=population, time_budget=time_budget, max_drop=max_drop,
+                          prefer=prefer, batch=batch, max_threads=max_threads, seed=seed,
+                          output=output, progress=progress, mlflow_uri=mlflow_uri)
+        results = run_study(cfg, progress=make_progress(cfg.progress))
+    except PetraError as exc:
+        fail(str(exc))
+    if cfg.progress == "json":
+        return
+    print_summary(results)
+    console.print(f"results: {results['output']}  (petra report {results['output']})",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def init(
+    path: Path = typer.Argument(Path("petra.yaml"), help="where to write the starter config"),
+    force: bool = typer.Option(False, help="overwrite an existing file"),
+) -> None:
+    """Write a commented starter config for `petra optimize --config`."""
+    from petra.config import STARTER_CONFIG
+
+    if path.exists() and not force:
+        fail(f"{str(path)!r} exists; pass --force to overwrite or give another path")
+    try:
+        path.write_text(STARTER_CONFIG)
+    except OSError as exc:
+        fail(f"cannot write {str(path)!r} ({exc.strerror}); choose a writable path")
+    console.print(f"wrote {path}; run: petra optimize --config {path}", markup=False, highlight=False)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="a folder written by `petra optimize`"),
+    out: Optional[Path] = typer.Option(None, help="HTML file to write [RUN_DIR/report.html]"),
+) -> None:
+    """Write one self-contained HTML report (Pareto plots, front, every trial, fingerprint)."""
+    from petra.handoff import load_results
+    from petra.report import write_report
+
+    try:
+        path = write_report(run_dir, load_results(run_dir), out)
+    except PetraError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the report ({exc.strerror}); pass --out with a writable path")
+    console.print(f"wrote {path}", markup=False, highlight=False)
+
+
+@app.command()
+def show(run_dir: Path = typer.Argument(..., help="a folder written by `petra optimize`")) -> None:
+    """Print a run's essentials: front, best, progress, failures, machine."""
+    from petra.handoff import load_results
+
+    try:
+        results = load_results(run_dir)
+    except PetraError as exc:
+        fail(str(exc))
+    m = results["machine"]
+    console.print(f"{results['task']} on {results['runtime']} ({m['cpu']}, {m['cores']} cores), "
+                  f"status {results['status']}, petra {results['petra_version']}",
+                  markup=False, highlight=False, soft_wrap=True)
+    if results.get("best"):
+        print_summary(results)
+    for g in results.get("generations") or []:
+        b = g.get("best")
+        console.print(f"  generation {g['generation']}: {g['trials']} trials, front {g['front_size']}"
+                      + (f", best p50 {b['p50_ratio']:.3f}x size {b['size_ratio']:.3f}x" if b else ""),
+                      markup=False, highlight=False)
+    for e in results.get("all_trials") or []:
+        if e["state"] == "FAIL":
+            console.print(f"  FAIL trial {e['trial']}: {e.get('reason')}", markup=False, highlight=False)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a folder written by `petra optimize`"),
+    trial: int = typer.Option(..., help="trial number on the Pareto front (or the baseline's)"),
+    output: Optional[Path] = typer.Option(None, help="folder to write [RUN_DIR/export/trial-N]"),
+) -> None:
+    """Hand off any trial of the front: model + manifest.json + USAGE.md."""
+    from petra.handoff import find_trial, load_results, write_handoff
+
+    try:
+        results = load_results(run_dir)
+        dst = write_handoff(output or run_dir / "export" / f"trial-{trial}", run_dir,
+                            find_trial(results, trial), results)
+    except PetraError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the export ({exc.strerror}); pass --output with a writable folder")
+    console.print(f"wrote {dst} (model, manifest.json, USAGE.md)", markup=False, highlight=False)
+    console.print((dst / "USAGE.md").read_text(), markup=False, highlight=False)
 
 
 @app.command()

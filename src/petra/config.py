@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from petra.errors import ConfigError
@@ -31,12 +33,14 @@ class RunConfig(BaseModel):
     max_threads: int | None = Field(None, gt=0)
     seed: int = 0
     output: Path | None = None
+    progress: Literal["rich", "quiet", "json"] = "rich"
+    mlflow_uri: str | None = None
 
     @field_validator("device")
     @classmethod
     def _cpu_only(cls, v: str) -> str:
         if v != "cpu":
-            raise ValueError(f"only 'cpu' is supported by this build, got {v!r}")
+            raise ValueError("must be 'cpu' (GPU targets are not part of this build)")
         return v
 
     def output_dir(self) -> Path:
@@ -46,15 +50,98 @@ class RunConfig(BaseModel):
         return Path("runs") / f"{self.task.replace(':', '_')}-{stamp}"
 
 
-def load_config(**values) -> RunConfig:
-    """Build a RunConfig; pydantic's multi-line report becomes one ConfigError line."""
+def _rule(key: str, err: dict) -> str:
+    """Turn one pydantic error into "must be ..." wording that names the rule."""
+    kind = err["type"]
+    field = RunConfig.model_fields.get(key)
+    if kind == "extra_forbidden":
+        return f"is not a known key; valid keys: {', '.join(RunConfig.model_fields)}"
+    if field is not None and kind in ("greater_than", "greater_than_equal", "less_than",
+                                      "less_than_equal"):
+        bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in field.metadata}
+        lo = ("[", bounds["Ge"]) if "Ge" in bounds else ("(", bounds["Gt"]) if "Gt" in bounds else None
+        hi = ("]", bounds["Le"]) if "Le" in bounds else (")", bounds["Lt"]) if "Lt" in bounds else None
+        if lo and hi:
+            return f"must be in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
+        if lo:
+            return f"must be {'>=' if lo[0] == '[' else '>'} {lo[1]}"
+        return f"must be {'<=' if hi[0] == ']' else '<'} {hi[1]}"
+    if kind.startswith("int_"):
+        return "must be an integer"
+    if kind.startswith("float_"):
+        return "must be a number"
+    if kind == "enum" or kind == "literal_error":
+        return f"must be one of {err.get('ctx', {}).get('expected', '')}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return msg if msg.startswith("must") else "is invalid: " + msg
+
+
+def load_config(config_file: Path | str | None = None, **values) -> RunConfig:
+    """Defaults <- YAML file <- explicit values (``None`` means "not given").
+
+    pydantic's multi-line report becomes one ConfigError line: the key, the rule, the value.
+    """
+    merged: dict = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r} ({exc.strerror}); "
+                              "check the path or run `petra init` to write one") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}; fix the syntax") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values")
+        merged.update({str(k).replace("-", "_"): v for k, v in data.items()})
+    merged.update({k: v for k, v in values.items() if v is not None})
     try:
-        return RunConfig(**{k: v for k, v in values.items() if v is not None})
+        return RunConfig(**merged)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{key}: {msg}, got {err.get('input')!r}") from None
+        raise ConfigError(f"{key} {_rule(key, err)}, got {err.get('input')!r}") from None
+
+
+STARTER_CONFIG = """\
+# petra run configuration. Every key is also a flag of `petra optimize` (flags win).
+# Run with:  petra optimize --config petra.yaml
+
+# What to compress: a built-in task (`petra tasks` lists them) or "package.module:make_task".
+task: digits
+# Where it will run: the fitness of every candidate is measured on this runtime.
+runtime: onnxruntime
+device: cpu
+
+# Search budget: NSGA-II generations x population, stopped cleanly when time_budget (wall
+# seconds, baseline training included) is spent.
+generations: 8
+population: 8
+time_budget: 180
+
+# Constraint: largest allowed drop of the validation metric against the FP32 baseline, in the
+# metric's points (accuracy in %). Must be in [0, 100].
+max_drop: 1.0
+
+# Which objective picks `best` among feasible candidates: latency | size | throughput.
+prefer: latency
+# Batch size of the throughput figure.
+batch: 32
+# Cap on intra-op threads (default: all cores of this process).
+# max_threads: 2
+seed: 0
+# Output folder (default: runs/<task>-<timestamp>).
+# output: runs/my-run
+
+# Terminal output: rich (live progress) | quiet | json (one JSON event per line, for CI).
+progress: rich
+# Log the study to MLflow (one run per study, nested runs per trial), e.g. file:./mlruns
+# mlflow_uri: file:./mlruns
+"""
 
 
 def ensure_writable(path: Path) -> Path:

@@ -55,10 +55,12 @@ class CandidateBuilder:
         calibration_size: int = 256,
         seed: int = 0,
         log: Callable[[str], None] = lambda s: None,
+        on_stage: Callable[[str], None] = lambda s: None,
     ) -> None:
         self.task, self.teacher, self.runtime = task, teacher.eval(), runtime
         self.workdir = Path(workdir)
         self.throughput_batch, self.policy, self.seed, self.log = throughput_batch, policy, seed, log
+        self.on_stage = on_stage
         rng = np.random.default_rng(seed)
         idx = rng.permutation(len(task.train))[: min(calibration_size, len(task.train))]
         self.calibration = np.ascontiguousarray(task.train.x[idx])
@@ -77,6 +79,7 @@ class CandidateBuilder:
         post_epochs = cfg.epochs
         try:
             if cfg.regularizer is Regularizer.L1 and cfg.epochs > 0:
+                self.on_stage("sparsity")
                 sparse_epochs = max(1, cfg.epochs // 2)
                 post_epochs = cfg.epochs - sparse_epochs
                 fit(model, self.task.train, epochs=sparse_epochs, lr=cfg.lr,
@@ -85,6 +88,7 @@ class CandidateBuilder:
             raise TrainError(f"sparse training failed: {exc}") from exc
         timings["sparsity_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        self.on_stage("prune")
         n = min(128, len(self.task.train))
         calib = (torch.from_numpy(self.task.train.x[:n]), torch.from_numpy(self.task.train.y[:n]))
         prune(model, example, ratio=cfg.prune_ratio, importance=cfg.importance,
@@ -92,6 +96,7 @@ class CandidateBuilder:
         timings["prune_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if post_epochs > 0:
+            self.on_stage("finetune")
             loss = (Distillation(self.teacher, cfg.reg_weight) if cfg.regularizer is Regularizer.KD
                     else CrossEntropy())
             try:
@@ -100,6 +105,7 @@ class CandidateBuilder:
                 raise TrainError(f"fine-tuning failed: {exc}") from exc
         timings["finetune_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        self.on_stage("export")
         art = export_onnx(model, example, self.workdir / "cache" / "torch" / key / "model.onnx")
         timings["export_s"] = time.perf_counter() - t0
         self._torch_cache[key] = art
@@ -109,6 +115,7 @@ class CandidateBuilder:
         timings = {} if timings is None else timings
         fp32 = self.torch_stage(cfg, timings)
         t0 = time.perf_counter()
+        self.on_stage("quantize")
         art = quantize(
             fp32, self.workdir / "trials" / cfg.key / "model.onnx", precision=cfg.precision,
             calibration=cfg.calibration, per_channel=cfg.per_channel,
@@ -131,15 +138,18 @@ class CandidateBuilder:
         timings: dict[str, float] = {}
         art = self.build(cfg, timings)
         t0 = time.perf_counter()
+        self.on_stage("compile")
         session = self.compile(cfg, art)
         timings["compile_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        self.on_stage("metric")
         val = evaluate_metric(session, self.task.val, self.task.metric)
         test = evaluate_metric(session, self.task.test, self.task.metric)
         if not (math.isfinite(val) and math.isfinite(test)):
             raise CandidateError(f"metric is not finite (val={val}, test={test})")
         timings["metric_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        self.on_stage("measure")
         m = self.measure(session, art)
         timings["measure_s"] = time.perf_counter() - t0
         return Built(cfg, art, val, test, m, timings)

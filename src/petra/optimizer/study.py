@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -20,12 +19,14 @@ from petra.compression.pruning import Importance
 from petra.config import RunConfig, ensure_writable
 from petra.errors import CandidateError, ConfigError
 from petra.exporters import Calibration, Precision
+from petra.handoff import write_handoff
 from petra.models.base import Task, get_task
 from petra.optimizer.genome import CandidateConfig, Regularizer, SearchSpace
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import FAILED, Trial, TrialState, pareto_front, pick_best
 from petra.pipeline import CandidateBuilder
 from petra.profilers import TimingPolicy, machine, versions
+from petra.progress import Fanout, PlainProgress, Progress
 from petra.runtimes import get_runtime
 
 SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
@@ -52,8 +53,15 @@ class Study:
         task: Task | None = None,
         space: SearchSpace | None = None,
         log: Callable[[str], None] = print,
+        progress: Progress | None = None,
     ) -> None:
-        self.cfg, self.log = cfg, log
+        self.cfg = cfg
+        self.progress = progress or PlainProgress(log)
+        if cfg.mlflow_uri:
+            from petra.tracking import MlflowProgress
+
+            self.progress = Fanout(self.progress, MlflowProgress(cfg.mlflow_uri))
+        self.log = self.progress.message
         self.out = ensure_writable(cfg.output_dir())
         self.runtime = get_runtime(cfg.runtime)
         self.task = task or get_task(cfg.task)
@@ -65,6 +73,7 @@ class Study:
         self.baseline: Trial | None = None
         self.status = "running"
         self.generations_completed = 0
+        self.history: list[dict] = []
         self.start = time.monotonic()
 
     # -- budget ---------------------------------------------------------------------------
@@ -82,6 +91,7 @@ class Study:
         t0 = time.monotonic()
         trial = Trial(number=len(self.trials), generation=generation, config=config,
                       state=TrialState.FAIL)
+        self.progress.trial_start(trial.number, generation, config.to_json())
         try:
             built = self.builder.evaluate(config)
             trial.val, trial.test, trial.measurement = built.val, built.test, built.measurement
@@ -104,22 +114,11 @@ class Study:
         trial.elapsed_s = time.monotonic() - t0
         self.trials.append(trial)
         self.by_key[config.key] = trial
+        entry = trial.entry(self.task.metric.name)
         with open(self.out / "trials.jsonl", "a") as f:
-            f.write(json.dumps(trial.entry(self.task.metric.name)) + "\n")
-        self._log_trial(trial)
+            f.write(json.dumps(entry) + "\n")
+        self.progress.trial_end(entry)
         return trial
-
-    def _log_trial(self, t: Trial) -> None:
-        c = t.config
-        desc = (f"prune={c.prune_ratio:.1f} ep={c.epochs} reg={c.regularizer.value} "
-                f"{c.precision.value} thr={c.threads}")
-        if t.measurement is None:
-            self.log(f"  #{t.number:<3} {desc:<48} FAIL  {t.reason}")
-        else:
-            m = t.measurement
-            self.log(f"  #{t.number:<3} {desc:<48} {t.state.value:<10} "
-                     f"{self.task.metric.name}={t.val:.2f} p50={m.p50_ms:.4f}ms "
-                     f"size={m.size_bytes / 1e3:.0f}kB ({t.elapsed_s:.1f}s)")
 
     # -- phases ---------------------------------------------------------------------------
     def measure_baseline(self) -> Trial:
@@ -152,8 +151,19 @@ class Study:
         def on_generation(done: int) -> bool:
             self.generations_completed = done
             front = pareto_front(self.trials)
-            self.log(f"generation {done}/{self.cfg.generations}: {len(self.trials)} trials, "
-                     f"front {len(front)}, elapsed {self.elapsed():.0f}s")
+            best = pick_best(front, self.baseline, self.cfg.prefer)
+            summary = {
+                "generation": done, "generations": self.cfg.generations,
+                "trials": len(self.trials), "front_size": len(front),
+                "elapsed_s": self.elapsed(),
+                "best": None if best is self.baseline else {
+                    "trial": best.number, "metric": best.val,
+                    "p50_ratio": self.ratios(best)["p50_latency"],
+                    "size_ratio": self.ratios(best)["size"],
+                },
+            }
+            self.history.append(summary)
+            self.progress.generation_end(summary)
             self.write_results(front, None)
             return self.out_of_time()
 
@@ -192,6 +202,7 @@ class Study:
             "runtime": self.runtime.name,
             "device": self.cfg.device,
             "elapsed_s": self.elapsed(),
+            "output": str(self.out),
             "generations_completed": self.generations_completed,
             "trials": len(self.trials),
             "failed": sum(t.state is TrialState.FAIL for t in self.trials),
@@ -199,6 +210,7 @@ class Study:
             "machine": machine(),
             "versions": versions() | self.runtime.versions(),
             "run_config": json.loads(self.cfg.model_dump_json()),
+            "generations": self.history,
             "baseline": base.entry(metric) if base else None,
             "best": best.entry(metric) if best else None,
             "pareto": [t.entry(metric) for t in front],
@@ -206,34 +218,16 @@ class Study:
         }
         if best is not None and base is not None:
             results["best"]["ratios_to_baseline"] = self.ratios(best)
-            results["best"]["artifact"] = "best/model.onnx"
         for entry, t in zip(results["pareto"], front):
             if base is not None:
                 entry["ratios_to_baseline"] = self.ratios(t)
+        return self.dump(results)
+
+    def dump(self, results: dict) -> dict:
         tmp = self.out / "results.json.tmp"
         tmp.write_text(json.dumps(results, indent=2, default=str))
         os.replace(tmp, self.out / "results.json")
         return results
-
-    def write_best(self, best: Trial) -> None:
-        dst = self.out / "best"
-        dst.mkdir(exist_ok=True)
-        shutil.copyfile(self.out / best.artifact, dst / "model.onnx")
-        manifest = {
-            "petra_version": __version__,
-            "task": self.task.name,
-            "runtime": self.runtime.name,
-            "runtime_settings": best.measurement.settings,
-            "config": best.config.to_json(),
-            "config_key": best.config.key,
-            "metric": {"name": self.task.metric.name, "val": best.val, "test": best.test},
-            "figures": best.measurement.to_json(),
-            "ratios_to_baseline": self.ratios(best),
-            "machine": machine(),
-            "versions": versions() | self.runtime.versions(),
-            "load": "onnxruntime.InferenceSession('model.onnx', providers=['CPUExecutionProvider'])",
-        }
-        (dst / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
 
     def ratios(self, t: Trial) -> dict[str, float]:
         m, b, drop = t.measurement, self.baseline.measurement, self.task.metric.drop
@@ -247,12 +241,25 @@ class Study:
 
     # -- the whole run --------------------------------------------------------------------
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self.progress.close()
+
+    def _run(self) -> dict:
         self.log(f"petra {__version__}: task {self.task.name} on {self.runtime.name} "
                  f"({machine()['cpu']}, {machine()['cores']} cores) -> {self.out}")
+        self.progress.run_start({
+            "task": self.task.name, "runtime": self.runtime.name, "output": str(self.out),
+            "generations": self.cfg.generations, "population": self.cfg.population,
+            "time_budget_s": self.cfg.time_budget, "machine": machine(),
+        })
+        self.progress.stage("baseline")
         teacher = self.task.baseline(log=self.log)
         self.builder = CandidateBuilder(self.task, teacher, self.runtime, self.out,
                                         throughput_batch=self.cfg.batch, policy=SEARCH_POLICY,
-                                        seed=self.cfg.seed, log=self.log)
+                                        seed=self.cfg.seed, log=self.log,
+                                        on_stage=self.progress.stage)
         self.log("baseline: FP32 on ORT_ENABLE_ALL at each thread count")
         try:
             self.measure_baseline()
@@ -269,8 +276,13 @@ class Study:
             self.remeasure([self.baseline] + [t for t in front if t is not self.baseline])
             front = pareto_front(self.trials)
         best = pick_best(front, self.baseline, self.cfg.prefer)
-        self.write_best(best)
-        return self.write_results(front, best)
+        results = self.write_results(front, best)
+        write_handoff(self.out / "best", self.out, results["best"], results)
+        results["best"]["trial_artifact"] = results["best"]["artifact"]
+        results["best"]["artifact"] = "best/model.onnx"
+        self.dump(results)
+        self.progress.finish(results, self.out)
+        return results
 
 
 def run_study(cfg: RunConfig, **kwargs) -> dict:
