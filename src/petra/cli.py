@@ -111,6 +111,25 @@ def optimize(
 
 
 @app.command()
+def resume(
+    run_dir: Path = typer.Argument(..., help="the folder of an interrupted `petra optimize` run"),
+    time_budget: Optional[float] = typer.Option(None, help="new total budget in seconds (spent time counts)"),
+    generations: Optional[int] = typer.Option(None, help="new total number of generations"),
+    progress: Optional[str] = typer.Option(None, help="rich | quiet | json"),
+) -> None:
+    """Continue an interrupted run (Ctrl-C, kill -9) from its study store."""
+    from petra.optimizer.study import resume_study
+
+    try:
+        results = resume_study(run_dir, time_budget=time_budget, generations=generations,
+                               progress=make_progress(progress or "rich"))
+    except PetraError as exc:
+        fail(str(exc))
+    if progress != "json":
+        print_summary(results)
+
+
+@app.command()
 def init(
     path: Path = typer.Argument(Path("petra.yaml"), help="where to write the starter config"),
     force: bool = typer.Option(False, help="overwrite an existing file"),
@@ -251,6 +270,12 @@ def tasks() -> None:
 
 
 def main() -> None:
+    import signal
+
+    def _term(signum, frame):  # `kill` stops as cleanly as Ctrl-C: what finished is written
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
     try:
         app()
     except KeyboardInterrupt:

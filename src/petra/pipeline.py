@@ -8,6 +8,8 @@ runtime genes reuse it and never retrain.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -23,13 +25,23 @@ from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillatio
 from petra.compression.training import fit
 from petra.errors import CandidateError, TrainError
 from petra.exporters import Artifact, Precision, export_onnx, quantize
-from petra.models.base import Task
+from petra.models.base import Task, default_cache_dir
 from petra.optimizer.genome import CandidateConfig, Regularizer
-from petra.profilers import Measurement, TimingPolicy, evaluate_metric, measure
+from petra.profilers import Measurement, TimingPolicy, evaluate_metric, measure, versions
 from petra.runtimes.base import Runtime, Session
 
 #: L1 weight per unit of the reg_weight gene: sum|gamma| over ~1k channels is O(1e3)
 L1_SCALE = 1e-3
+
+
+def _inputs_hash(task: Task, teacher: nn.Module, seed: int) -> str:
+    """What the torch stage reads besides its genes: the data, the teacher's weights, the seed."""
+    h = hashlib.sha256(task.content_hash().encode())
+    for name, tensor in teacher.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    h.update(str(seed).encode())
+    return h.hexdigest()
 
 
 @dataclass
@@ -64,15 +76,23 @@ class CandidateBuilder:
         rng = np.random.default_rng(seed)
         idx = rng.permutation(len(task.train))[: min(calibration_size, len(task.train))]
         self.calibration = np.ascontiguousarray(task.train.x[idx])
-        self._torch_cache: dict[str, Artifact] = {}
+        self.stage_dir = default_cache_dir() / "stages"
+        self._inputs_hash = _inputs_hash(task, self.teacher, seed)
 
     # -- stages ---------------------------------------------------------------------------
+    def stage_key(self, cfg: CandidateConfig) -> str:
+        """hash(stage, its config, its input's hash, library versions): content-addressed, so
+        the cache is shared by every run of the same task and teacher on this machine."""
+        payload = {"stage": "torch", "genes": cfg.torch_key, "inputs": self._inputs_hash,
+                   "versions": {k: v for k, v in versions().items() if k != "petra"}}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
     def torch_stage(self, cfg: CandidateConfig, timings: dict[str, float]) -> Artifact:
-        key = cfg.torch_key
-        cached = self._torch_cache.get(key)
-        if cached is not None and cached.path.exists():
+        key = self.stage_key(cfg)
+        path = self.stage_dir / "torch" / key / "model.onnx"
+        if path.is_file():
             timings["torch_cached"] = 1.0
-            return cached
+            return Artifact.of(path)
         t0 = time.perf_counter()
         model = copy.deepcopy(self.teacher)
         example = self.task.example_input
@@ -106,9 +126,8 @@ class CandidateBuilder:
         timings["finetune_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.on_stage("export")
-        art = export_onnx(model, example, self.workdir / "cache" / "torch" / key / "model.onnx")
+        art = export_onnx(model, example, path)  # written atomically: a crash leaves no half entry
         timings["export_s"] = time.perf_counter() - t0
-        self._torch_cache[key] = art
         return art
 
     def build(self, cfg: CandidateConfig, timings: dict[str, float] | None = None) -> Artifact:

@@ -30,5 +30,5 @@ def test_nsga2_improves_a_known_biobjective_problem():
 def test_nsga2_stops_when_asked():
     space = SearchSpace()
     done = run_nsga2(space, lambda g, gen: [0.0, 0.0], generations=10, population=4,
-                     on_generation=lambda n: n >= 2)
+                     on_generation=lambda n, pop: n >= 2)
     assert done == 2

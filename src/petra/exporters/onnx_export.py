@@ -36,7 +36,7 @@ def export_onnx(
         raise ExportError(f"opset must be >= {MIN_OPSET}, got {opset}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique: runs may share the cache
     model = model.eval()
     try:
         with warnings.catch_warnings(), torch.no_grad():

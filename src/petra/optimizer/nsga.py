@@ -41,23 +41,30 @@ def run_nsga2(
     population: int,
     seeds: Sequence[Genome] = (),
     seed: int = 0,
-    on_generation: Callable[[int], bool] | None = None,
+    on_generation: Callable[[int, list[Genome]], bool] | None = None,
+    start_generation: int = 0,
 ) -> int:
     """Evolve; ``evaluate(genome, generation)`` returns the maximised objectives.
 
-    ``on_generation(completed)`` returning True stops the search cleanly after that
-    generation. Returns the number of completed generations.
+    ``on_generation(completed, population)`` is called once with the initial population
+    (completed = ``start_generation``) and after every generation; returning True stops the
+    search cleanly. To resume, pass the stored population as ``seeds`` and the generation it
+    belongs to as ``start_generation``. Returns the number of completed generations.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed + start_generation)
     init = initial_population(space, population, seeds, rng)
-    state = {"generation": 0}
+    state = {"generation": start_generation}
+    if generations <= 0 or (on_generation is not None
+                            and on_generation(start_generation, [tuple(map(int, g)) for g in init])):
+        return start_generation
 
     def fitness(ga, solution, idx):
         return evaluate(tuple(int(g) for g in solution), state["generation"])
 
     def after_generation(ga):
-        state["generation"] = ga.generations_completed
-        if on_generation is not None and on_generation(ga.generations_completed):
+        state["generation"] = start_generation + ga.generations_completed
+        pop = [tuple(int(g) for g in sol) for sol in ga.population]
+        if on_generation is not None and on_generation(state["generation"], pop):
             return "stop"
         return None
 
@@ -74,9 +81,9 @@ def run_nsga2(
         mutation_type="random",
         mutation_by_replacement=True,
         mutation_probability=0.25,
-        random_seed=seed,
+        random_seed=seed + start_generation,
         suppress_warnings=True,
         on_generation=after_generation,
     )
     ga.run()
-    return int(ga.generations_completed)
+    return start_generation + int(ga.generations_completed)

@@ -24,6 +24,7 @@ from petra.models.base import Task, get_task
 from petra.optimizer.genome import CandidateConfig, Regularizer, SearchSpace
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import FAILED, Trial, TrialState, pareto_front, pick_best
+from petra.optimizer.store import StudyStore
 from petra.pipeline import CandidateBuilder
 from petra.profilers import TimingPolicy, machine, versions
 from petra.progress import Fanout, PlainProgress, Progress
@@ -54,8 +55,9 @@ class Study:
         space: SearchSpace | None = None,
         log: Callable[[str], None] = print,
         progress: Progress | None = None,
+        resume: bool = False,
     ) -> None:
-        self.cfg = cfg
+        self.cfg, self.resume = cfg, resume
         self.progress = progress or PlainProgress(log)
         if cfg.mlflow_uri:
             from petra.tracking import MlflowProgress
@@ -75,6 +77,27 @@ class Study:
         self.generations_completed = 0
         self.history: list[dict] = []
         self.start = time.monotonic()
+        self.store = StudyStore(self.out / "study.db")
+        self.resumed = self._load_store()
+
+    def _load_store(self) -> bool:
+        """Start a new study in the store, or pick up the finished trials of an earlier one."""
+        stored = self.store.run_config()
+        if stored is None:
+            self.store.init_study(__version__, self.task.name, self.runtime.name,
+                                  json.loads(self.cfg.model_dump_json()))
+            return False
+        if not self.resume:
+            raise ConfigError(f"{str(self.out)!r} already holds a study (task {stored.get('task')!r}); "
+                              f"continue it with `petra resume {self.out}` or pass another --output")
+        self.trials = self.store.trials()
+        self.by_key = {t.config.key: t for t in self.trials}
+        base = self.store.get_meta("baseline")
+        self.baseline = self.trials[base] if base is not None else None
+        self.generations_completed = self.store.get_meta("generations_completed", 0)
+        self.history = self.store.get_meta("history", [])
+        self.start -= self.store.get_meta("elapsed_s", 0.0)  # the budget counts what was spent
+        return True
 
     # -- budget ---------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -84,7 +107,7 @@ class Study:
         return self.elapsed() >= self.cfg.time_budget
 
     # -- trials ---------------------------------------------------------------------------
-    def run_trial(self, config: CandidateConfig, generation: int) -> Trial:
+    def run_trial(self, config: CandidateConfig, generation: int, genome=None) -> Trial:
         config = config.canonical()
         if config.key in self.by_key:
             return self.by_key[config.key]
@@ -114,6 +137,8 @@ class Study:
         trial.elapsed_s = time.monotonic() - t0
         self.trials.append(trial)
         self.by_key[config.key] = trial
+        self.store.save_trial(trial, genome)
+        self.store.set_meta("elapsed_s", self.elapsed())
         entry = trial.entry(self.task.metric.name)
         with open(self.out / "trials.jsonl", "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -132,6 +157,7 @@ class Study:
             )
         best = min(ok, key=lambda t: t.measurement.p50_ms)
         self.baseline = best
+        self.store.set_meta("baseline", best.number)
         for t in candidates:  # drops of the baseline variants are measured against the chosen one
             t.drop = self.task.metric.drop(best.val, t.val) if t.val is not None else None
         return best
@@ -146,10 +172,16 @@ class Study:
                 return self.by_key[config.key].fitness()
             if self.out_of_time():
                 return [FAILED] * 3
-            return self.run_trial(config, generation).fitness()
+            return self.run_trial(config, generation, genome).fitness()
 
-        def on_generation(done: int) -> bool:
+        start = self.generations_completed
+
+        def on_generation(done: int, population) -> bool:
+            self.store.save_population(done, population)
+            if done == start:  # the starting population, before it is evaluated
+                return self.out_of_time()
             self.generations_completed = done
+            self.store.set_meta("generations_completed", done)
             front = pareto_front(self.trials)
             best = pick_best(front, self.baseline, self.cfg.prefer)
             summary = {
@@ -163,15 +195,21 @@ class Study:
                 },
             }
             self.history.append(summary)
+            self.store.set_meta("history", self.history)
             self.progress.generation_end(summary)
             self.write_results(front, None)
             return self.out_of_time()
 
-        self.log(f"search: NSGA-II, population {self.cfg.population}, "
-                 f"{self.cfg.generations} generations, budget {self.cfg.time_budget:.0f}s")
-        run_nsga2(self.space, evaluate, generations=self.cfg.generations,
-                  population=self.cfg.population, seeds=seeds, seed=self.cfg.seed,
-                  on_generation=on_generation)
+        stored = self.store.last_population()
+        if stored is not None:  # resume: the last stored population, every finished trial cached
+            start, seeds = stored
+            self.generations_completed = start
+        left = self.cfg.generations - start
+        self.log(f"search: NSGA-II, population {self.cfg.population}, generations "
+                 f"{start + 1}..{self.cfg.generations}, budget {self.cfg.time_budget:.0f}s")
+        run_nsga2(self.space, evaluate, generations=left, population=self.cfg.population,
+                  seeds=seeds, seed=self.cfg.seed, on_generation=on_generation,
+                  start_generation=start)
 
     def remeasure(self, trials: list[Trial]) -> None:
         """Re-time the front and the baseline in interleaved rounds (A B A B ...) so that
@@ -190,6 +228,7 @@ class Study:
                 merged[t.number] = merged[t.number].merged(m) if t.number in merged else m
         for t, _, _ in sessions:
             t.measurement = merged[t.number]
+            self.store.update_measurement(t)
 
     # -- output ---------------------------------------------------------------------------
     def write_results(self, front: list[Trial], best: Trial | None) -> dict:
@@ -218,6 +257,7 @@ class Study:
         }
         if best is not None and base is not None:
             results["best"]["ratios_to_baseline"] = self.ratios(best)
+            results["best_is_baseline"] = best is base
         for entry, t in zip(results["pareto"], front):
             if base is not None:
                 entry["ratios_to_baseline"] = self.ratios(t)
@@ -260,9 +300,13 @@ class Study:
                                         throughput_batch=self.cfg.batch, policy=SEARCH_POLICY,
                                         seed=self.cfg.seed, log=self.log,
                                         on_stage=self.progress.stage)
-        self.log("baseline: FP32 on ORT_ENABLE_ALL at each thread count")
         try:
-            self.measure_baseline()
+            if self.baseline is None:
+                self.log("baseline: FP32 on ORT_ENABLE_ALL at each thread count")
+                self.measure_baseline()
+            else:
+                self.log(f"resuming: {len(self.trials)} finished trials, "
+                         f"{self.generations_completed} generations done, {self.elapsed():.0f}s spent")
             self.search()
             self.status = "complete"
         except KeyboardInterrupt:
@@ -276,6 +320,9 @@ class Study:
             self.remeasure([self.baseline] + [t for t in front if t is not self.baseline])
             front = pareto_front(self.trials)
         best = pick_best(front, self.baseline, self.cfg.prefer)
+        if best is self.baseline:
+            self.log("no candidate met the constraint and beat the baseline: best is the FP32 "
+                     "baseline itself; every trial is saved in results.json and study.db")
         results = self.write_results(front, best)
         write_handoff(self.out / "best", self.out, results["best"], results)
         results["best"]["trial_artifact"] = results["best"]["artifact"]
@@ -287,3 +334,21 @@ class Study:
 
 def run_study(cfg: RunConfig, **kwargs) -> dict:
     return Study(cfg, **kwargs).run()
+
+
+def resume_study(run_dir: Path, *, time_budget: float | None = None, generations: int | None = None,
+                 **kwargs) -> dict:
+    """Continue an interrupted run from its store; nothing that finished is evaluated again."""
+    from petra.config import load_config
+    from petra.optimizer.store import open_existing
+
+    store = open_existing(run_dir)
+    stored = store.run_config()
+    store.close()
+    if stored is None:
+        raise ConfigError(f"{str(run_dir)!r} has an empty study store; start it with `petra optimize`")
+    stored.update(output=str(run_dir))
+    overrides = {"time_budget": time_budget, "generations": generations}
+    stored.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = load_config(**stored)
+    return Study(cfg, resume=True, **kwargs).run()
