@@ -9,6 +9,7 @@ import torch
 from petra.config import load_config
 from petra.errors import ConfigError
 from petra.models import Task
+from petra.optimizer.records import pareto_front
 from petra.optimizer.study import Study
 from tests.conftest import TINY_SPACE
 
@@ -87,3 +88,30 @@ def test_unexportable_baseline_is_a_clear_error(tiny_task, tmp_path):
     cfg = load_config(generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
     with pytest.raises(ConfigError, match="could not be built"):
         Study(cfg, task=task, space=TINY_SPACE, log=lambda s: None).run()
+
+
+def test_multi_fidelity_halves_a_generation(tiny_task, tmp_path):
+    """4 new candidates that train: all get the cheap fine-tune, 2 the full one, 2 are PRUNED."""
+    from petra.optimizer.genome import CandidateConfig, Regularizer
+
+    cfg = load_config(generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
+    study = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None)
+    study.prepare()
+    study.measure_baseline()
+    before = len(study.trials)
+    configs = [CandidateConfig(prune_ratio=p, regularizer=r, epochs=2, lr=3e-3)
+               for p in (0.0, 0.5) for r in (Regularizer.NONE, Regularizer.KD)]
+    genomes = [TINY_SPACE.encode(c) for c in configs]
+    fits = study.evaluate_batch(genomes, 1)
+    new = study.trials[before:]
+    states = sorted(t.state.value for t in new)
+    assert len(new) == 4 and states.count("PRUNED") == 2, states
+    for t in new:
+        if t.state.value == "PRUNED":
+            assert "low fidelity" in t.reason and t.artifact.endswith("-low/model.onnx")
+            assert t not in pareto_front(study.trials)
+        else:
+            assert "-low" not in t.artifact
+    assert len(fits) == 4 and all(len(f) == 3 for f in fits)
+    # a second call re-evaluates nothing
+    assert study.evaluate_batch(genomes, 2) == fits and len(study.trials) == before + 4

@@ -33,6 +33,8 @@ class RunConfig(BaseModel):
     max_threads: int | None = Field(None, gt=0)
     seed: int = 0
     output: Path | None = None
+    multi_fidelity: bool = True
+    stage_cache: bool = True
     progress: Literal["rich", "quiet", "json"] = "rich"
     mlflow_uri: str | None = None
 

@@ -25,13 +25,36 @@ from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillatio
 from petra.compression.training import fit
 from petra.errors import CandidateError, TrainError
 from petra.exporters import Artifact, Precision, export_onnx, quantize
-from petra.models.base import Task, default_cache_dir
+from petra.models.base import Split, Task, default_cache_dir
 from petra.optimizer.genome import CandidateConfig, Regularizer
 from petra.profilers import Measurement, TimingPolicy, evaluate_metric, measure, versions
 from petra.runtimes.base import Runtime, Session
 
 #: L1 weight per unit of the reg_weight gene: sum|gamma| over ~1k channels is O(1e3)
 L1_SCALE = 1e-3
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A cheaper fine-tune: a fraction of the training data and at most ``max_epochs``.
+
+    Latency and size depend on the architecture and quantization only, so a low-fidelity
+    candidate measures them exactly; only its metric is a (pessimistic) estimate.
+    """
+
+    data_fraction: float = 0.25
+    max_epochs: int = 1
+
+    def describe(self) -> str:
+        return f"{self.max_epochs} epoch(s) on {self.data_fraction:.0%} of the training data"
+
+    def split(self, train: Split, seed: int) -> Split:
+        n = max(2, int(len(train) * self.data_fraction))
+        idx = np.sort(np.random.default_rng(seed).permutation(len(train))[:n])
+        return Split(train.x[idx], train.y[idx])
+
+
+LOW_FIDELITY = Fidelity()
 
 
 def _inputs_hash(task: Task, teacher: nn.Module, seed: int) -> str:
@@ -68,6 +91,7 @@ class CandidateBuilder:
         seed: int = 0,
         log: Callable[[str], None] = lambda s: None,
         on_stage: Callable[[str], None] = lambda s: None,
+        stage_cache: bool = True,
     ) -> None:
         self.task, self.teacher, self.runtime = task, teacher.eval(), runtime
         self.workdir = Path(workdir)
@@ -76,33 +100,40 @@ class CandidateBuilder:
         rng = np.random.default_rng(seed)
         idx = rng.permutation(len(task.train))[: min(calibration_size, len(task.train))]
         self.calibration = np.ascontiguousarray(task.train.x[idx])
-        self.stage_dir = default_cache_dir() / "stages"
+        # shared across runs when on; a run-private folder that is never read back when off
+        self.stage_cache = stage_cache
+        self.stage_dir = default_cache_dir() / "stages" if stage_cache else self.workdir / "stages"
         self._inputs_hash = _inputs_hash(task, self.teacher, seed)
+        self._built_here: set[str] = set()
 
     # -- stages ---------------------------------------------------------------------------
-    def stage_key(self, cfg: CandidateConfig) -> str:
+    def stage_key(self, cfg: CandidateConfig, fidelity: Fidelity | None = None) -> str:
         """hash(stage, its config, its input's hash, library versions): content-addressed, so
         the cache is shared by every run of the same task and teacher on this machine."""
         payload = {"stage": "torch", "genes": cfg.torch_key, "inputs": self._inputs_hash,
+                   "fidelity": repr(fidelity) if fidelity else None,
                    "versions": {k: v for k, v in versions().items() if k != "petra"}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
-    def torch_stage(self, cfg: CandidateConfig, timings: dict[str, float]) -> Artifact:
-        key = self.stage_key(cfg)
+    def torch_stage(self, cfg: CandidateConfig, timings: dict[str, float],
+                    fidelity: Fidelity | None = None) -> Artifact:
+        key = self.stage_key(cfg, fidelity)
         path = self.stage_dir / "torch" / key / "model.onnx"
-        if path.is_file():
+        if path.is_file() and (self.stage_cache or key in self._built_here):
             timings["torch_cached"] = 1.0
             return Artifact.of(path)
         t0 = time.perf_counter()
         model = copy.deepcopy(self.teacher)
         example = self.task.example_input
-        post_epochs = cfg.epochs
+        train = fidelity.split(self.task.train, self.seed) if fidelity else self.task.train
+        epochs = min(cfg.epochs, fidelity.max_epochs) if fidelity else cfg.epochs
+        post_epochs = epochs
         try:
-            if cfg.regularizer is Regularizer.L1 and cfg.epochs > 0:
+            if cfg.regularizer is Regularizer.L1 and epochs > 0:
                 self.on_stage("sparsity")
-                sparse_epochs = max(1, cfg.epochs // 2)
-                post_epochs = cfg.epochs - sparse_epochs
-                fit(model, self.task.train, epochs=sparse_epochs, lr=cfg.lr,
+                sparse_epochs = max(1, epochs // 2)
+                post_epochs = epochs - sparse_epochs
+                fit(model, train, epochs=sparse_epochs, lr=cfg.lr,
                     loss=BNSparsity(cfg.reg_weight * L1_SCALE), seed=self.seed)
         except (FloatingPointError, RuntimeError) as exc:
             raise TrainError(f"sparse training failed: {exc}") from exc
@@ -120,7 +151,7 @@ class CandidateBuilder:
             loss = (Distillation(self.teacher, cfg.reg_weight) if cfg.regularizer is Regularizer.KD
                     else CrossEntropy())
             try:
-                fit(model, self.task.train, epochs=post_epochs, lr=cfg.lr, loss=loss, seed=self.seed)
+                fit(model, train, epochs=post_epochs, lr=cfg.lr, loss=loss, seed=self.seed)
             except (FloatingPointError, RuntimeError) as exc:
                 raise TrainError(f"fine-tuning failed: {exc}") from exc
         timings["finetune_s"] = time.perf_counter() - t0
@@ -128,15 +159,18 @@ class CandidateBuilder:
         self.on_stage("export")
         art = export_onnx(model, example, path)  # written atomically: a crash leaves no half entry
         timings["export_s"] = time.perf_counter() - t0
+        self._built_here.add(key)
         return art
 
-    def build(self, cfg: CandidateConfig, timings: dict[str, float] | None = None) -> Artifact:
+    def build(self, cfg: CandidateConfig, timings: dict[str, float] | None = None,
+              fidelity: Fidelity | None = None) -> Artifact:
         timings = {} if timings is None else timings
-        fp32 = self.torch_stage(cfg, timings)
+        fp32 = self.torch_stage(cfg, timings, fidelity)
         t0 = time.perf_counter()
         self.on_stage("quantize")
         art = quantize(
-            fp32, self.workdir / "trials" / cfg.key / "model.onnx", precision=cfg.precision,
+            fp32, self.workdir / "trials" / (cfg.key + ("-low" if fidelity else "")) / "model.onnx",
+            precision=cfg.precision,
             calibration=cfg.calibration, per_channel=cfg.per_channel,
             calibration_data=self.calibration if cfg.precision is Precision.INT8_STATIC else None,
         )
@@ -152,10 +186,10 @@ class CandidateBuilder:
         return measure(session, self.task.val.x[:64], size_bytes=artifact.size_bytes,
                        throughput_batch=self.throughput_batch, policy=policy or self.policy)
 
-    def evaluate(self, cfg: CandidateConfig) -> Built:
+    def evaluate(self, cfg: CandidateConfig, fidelity: Fidelity | None = None) -> Built:
         """Build and measure; raises ``CandidateError`` with the failing stage's reason."""
         timings: dict[str, float] = {}
-        art = self.build(cfg, timings)
+        art = self.build(cfg, timings, fidelity)
         t0 = time.perf_counter()
         self.on_stage("compile")
         session = self.compile(cfg, art)

@@ -47,3 +47,13 @@ def test_entry_has_results_fields():
         assert key in e
     assert set(e["latency_ms"]) >= {"p50", "p90", "p99"}
     assert e["metric"]["name"] == "accuracy"
+
+
+def test_nondominated_rank():
+    from petra.optimizer.records import nondominated_rank
+
+    a = _trial(1, 99.0, 1.0, 1000)
+    b = _trial(2, 98.0, 2.0, 2000)  # dominated by a
+    c = _trial(3, 99.5, 3.0, 500)  # trade-off with a
+    d = _trial(4, 99.9, 0.1, 10, TrialState.PRUNED, drop=2.0)  # pruned ranks like infeasible
+    assert nondominated_rank([a, b, c, d]) == [0, 1, 0, 2]

@@ -43,9 +43,12 @@ def run_nsga2(
     seed: int = 0,
     on_generation: Callable[[int, list[Genome]], bool] | None = None,
     start_generation: int = 0,
+    batched: bool = False,
 ) -> int:
     """Evolve; ``evaluate(genome, generation)`` returns the maximised objectives.
 
+    With ``batched``, ``evaluate(genomes, generation)`` gets all of a generation's unevaluated
+    genomes at once and returns one objective list per genome.
     ``on_generation(completed, population)`` is called once with the initial population
     (completed = ``start_generation``) and after every generation; returning True stops the
     search cleanly. To resume, pass the stored population as ``seeds`` and the generation it
@@ -59,6 +62,8 @@ def run_nsga2(
         return start_generation
 
     def fitness(ga, solution, idx):
+        if batched:  # one call per generation: the evaluator can rank the batch (multi-fidelity)
+            return evaluate([tuple(int(g) for g in s) for s in solution], state["generation"])
         return evaluate(tuple(int(g) for g in solution), state["generation"])
 
     def after_generation(ga):
@@ -72,6 +77,7 @@ def run_nsga2(
         num_generations=generations,
         num_parents_mating=max(2, population // 2),
         fitness_func=fitness,
+        fitness_batch_size=population if batched else None,
         initial_population=init,
         gene_type=int,
         gene_space=[list(range(n)) for n in space.sizes],

@@ -23,6 +23,7 @@ class TrialState(str, Enum):
     COMPLETE = "COMPLETE"
     INFEASIBLE = "INFEASIBLE"
     FAIL = "FAIL"
+    PRUNED = "PRUNED"  # stopped after its low-fidelity evaluation (successive halving)
 
 
 class Prefer(str, Enum):
@@ -53,8 +54,8 @@ class Trial:
     def fitness(self) -> list[float]:
         if self.state is TrialState.FAIL or self.measurement is None:
             return [FAILED] * 3
-        if self.state is TrialState.INFEASIBLE:
-            return [INFEASIBLE_BASE - float(self.drop or 0.0)] * 3
+        if self.state in (TrialState.INFEASIBLE, TrialState.PRUNED):
+            return [INFEASIBLE_BASE - max(0.0, float(self.drop or 0.0))] * 3
         return [float(self.val), -self.measurement.p50_ms, -self.measurement.size_bytes / 1e6]
 
     def entry(self, metric_name: str) -> dict:
@@ -80,6 +81,20 @@ class Trial:
 def dominates(a: Trial, b: Trial) -> bool:
     fa, fb = a.fitness(), b.fitness()
     return all(x >= y for x, y in zip(fa, fb)) and any(x > y for x, y in zip(fa, fb))
+
+
+def nondominated_rank(trials: list[Trial]) -> list[int]:
+    """NSGA-II front index of each trial (0 = non-dominated), by constraint-domination."""
+    rank = [0] * len(trials)
+    left = set(range(len(trials)))
+    level = 0
+    while left:
+        front = {i for i in left if not any(dominates(trials[j], trials[i]) for j in left if j != i)}
+        for i in front:
+            rank[i] = level
+        left -= front
+        level += 1
+    return rank
 
 
 def pareto_front(trials: list[Trial]) -> list[Trial]:

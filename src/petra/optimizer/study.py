@@ -8,6 +8,7 @@ finished.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import traceback
@@ -23,9 +24,16 @@ from petra.handoff import write_handoff
 from petra.models.base import Task, get_task
 from petra.optimizer.genome import CandidateConfig, Regularizer, SearchSpace
 from petra.optimizer.nsga import run_nsga2
-from petra.optimizer.records import FAILED, Trial, TrialState, pareto_front, pick_best
+from petra.optimizer.records import (
+    FAILED,
+    Trial,
+    TrialState,
+    nondominated_rank,
+    pareto_front,
+    pick_best,
+)
 from petra.optimizer.store import StudyStore
-from petra.pipeline import CandidateBuilder
+from petra.pipeline import LOW_FIDELITY, CandidateBuilder, Fidelity
 from petra.profilers import TimingPolicy, machine, versions
 from petra.progress import Fanout, PlainProgress, Progress
 from petra.runtimes import get_runtime
@@ -111,12 +119,17 @@ class Study:
         config = config.canonical()
         if config.key in self.by_key:
             return self.by_key[config.key]
+        return self.record(self.build_trial(config, generation), genome)
+
+    def build_trial(self, config: CandidateConfig, generation: int,
+                    fidelity: Fidelity | None = None) -> Trial:
+        """Build and measure one candidate; not recorded yet (see ``record``)."""
         t0 = time.monotonic()
         trial = Trial(number=len(self.trials), generation=generation, config=config,
                       state=TrialState.FAIL)
         self.progress.trial_start(trial.number, generation, config.to_json())
         try:
-            built = self.builder.evaluate(config)
+            built = self.builder.evaluate(config, fidelity)
             trial.val, trial.test, trial.measurement = built.val, built.test, built.measurement
             trial.stage_s = built.stage_s
             trial.artifact = str(built.artifact.path.relative_to(self.out))
@@ -135,8 +148,13 @@ class Study:
             where = f"{Path(frame.filename).name}:{frame.lineno}"
             trial.reason = f"unexpected {type(exc).__name__}: {exc} @ {where}"
         trial.elapsed_s = time.monotonic() - t0
+        return trial
+
+    def record(self, trial: Trial, genome=None) -> Trial:
+        """A finished trial goes to the store, trials.jsonl and the sinks at once."""
+        trial.number = len(self.trials)
         self.trials.append(trial)
-        self.by_key[config.key] = trial
+        self.by_key[trial.config.key] = trial
         self.store.save_trial(trial, genome)
         self.store.set_meta("elapsed_s", self.elapsed())
         entry = trial.entry(self.task.metric.name)
@@ -162,17 +180,46 @@ class Study:
             t.drop = self.task.metric.drop(best.val, t.val) if t.val is not None else None
         return best
 
+    def evaluate_batch(self, genomes: list[tuple[int, ...]], generation: int) -> list[list[float]]:
+        """One generation's new candidates. With multi-fidelity, the ones that train first get a
+        short fine-tune on a data subset; only the better half (non-dominated rank of those cheap
+        results) get the full fine-tune, the rest are recorded as PRUNED (successive halving)."""
+        configs = [self.space.decode(g) for g in genomes]
+        fresh: dict[str, int] = {}
+        for i, c in enumerate(configs):
+            if c.key not in self.by_key and c.key not in fresh:
+                fresh[c.key] = i
+        trainable = [i for i in fresh.values() if configs[i].epochs > 0]
+        if self.cfg.multi_fidelity and len(trainable) >= 2 and not self.out_of_time():
+            low = {i: self.build_trial(configs[i], generation, LOW_FIDELITY) for i in trainable}
+            for t in low.values():  # feasibility of the cheap estimate, for the ranking
+                if t.state is TrialState.INFEASIBLE:
+                    t.reason = None
+            rank = dict(zip(low, nondominated_rank(list(low.values()))))
+            order = sorted(trainable, key=lambda i: (rank[i], -(low[i].val or -1e9)))
+            keep = set(order[: math.ceil(len(order) / 2)])
+            for i in order:
+                if i in keep:
+                    continue
+                t = low[i]
+                if t.state is not TrialState.FAIL:
+                    t.state = TrialState.PRUNED
+                    t.reason = (f"low fidelity ({LOW_FIDELITY.describe()}): {self.task.metric.name} "
+                                f"{t.val:.2f}, not in the better half of generation {generation}")
+                self.record(t, genomes[i])
+        out = []
+        for g, c in zip(genomes, configs):
+            if c.key in self.by_key:
+                out.append(self.by_key[c.key].fitness())
+            elif self.out_of_time():
+                out.append([FAILED] * 3)
+            else:
+                out.append(self.run_trial(c, generation, g).fitness())
+        return out
+
     def search(self) -> None:
         base_threads = self.baseline.config.threads
         seeds = [self.space.encode(c) for c in seed_configs(base_threads)]
-
-        def evaluate(genome, generation):
-            config = self.space.decode(genome)
-            if config.key in self.by_key:
-                return self.by_key[config.key].fitness()
-            if self.out_of_time():
-                return [FAILED] * 3
-            return self.run_trial(config, generation, genome).fitness()
 
         start = self.generations_completed
 
@@ -207,9 +254,9 @@ class Study:
         left = self.cfg.generations - start
         self.log(f"search: NSGA-II, population {self.cfg.population}, generations "
                  f"{start + 1}..{self.cfg.generations}, budget {self.cfg.time_budget:.0f}s")
-        run_nsga2(self.space, evaluate, generations=left, population=self.cfg.population,
+        run_nsga2(self.space, self.evaluate_batch, generations=left, population=self.cfg.population,
                   seeds=seeds, seed=self.cfg.seed, on_generation=on_generation,
-                  start_generation=start)
+                  start_generation=start, batched=True)
 
     def remeasure(self, trials: list[Trial]) -> None:
         """Re-time the front and the baseline in interleaved rounds (A B A B ...) so that
@@ -279,6 +326,16 @@ class Study:
             "metric_drop_test": drop(self.baseline.test, t.test),
         }
 
+    def prepare(self) -> None:
+        """The trained FP32 teacher (from the cache when it exists) and the candidate builder."""
+        self.progress.stage("baseline")
+        teacher = self.task.baseline(log=self.log)
+        self.builder = CandidateBuilder(self.task, teacher, self.runtime, self.out,
+                                        throughput_batch=self.cfg.batch, policy=SEARCH_POLICY,
+                                        seed=self.cfg.seed, log=self.log,
+                                        on_stage=self.progress.stage,
+                                        stage_cache=self.cfg.stage_cache)
+
     # -- the whole run --------------------------------------------------------------------
     def run(self) -> dict:
         try:
@@ -294,12 +351,7 @@ class Study:
             "generations": self.cfg.generations, "population": self.cfg.population,
             "time_budget_s": self.cfg.time_budget, "machine": machine(),
         })
-        self.progress.stage("baseline")
-        teacher = self.task.baseline(log=self.log)
-        self.builder = CandidateBuilder(self.task, teacher, self.runtime, self.out,
-                                        throughput_batch=self.cfg.batch, policy=SEARCH_POLICY,
-                                        seed=self.cfg.seed, log=self.log,
-                                        on_stage=self.progress.stage)
+        self.prepare()
         try:
             if self.baseline is None:
                 self.log("baseline: FP32 on ORT_ENABLE_ALL at each thread count")
