@@ -25,7 +25,7 @@ from petra.optimizer.genome import CandidateConfig, Regularizer, SearchSpace
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import FAILED, Trial, TrialState, pareto_front, pick_best
 from petra.pipeline import CandidateBuilder
-from petra.profilers import TimingPolicy, machine, versions
+from petra.profilers import Measurement, TimingPolicy, machine, versions
 from petra.runtimes import get_runtime
 
 SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
@@ -165,21 +165,28 @@ class Study:
 
     def remeasure(self, trials: list[Trial]) -> None:
         """Re-time the front and the baseline in interleaved rounds (A B A B ...) so that
-        drift of the machine hits all of them alike; the final figures replace the search's."""
-        sessions = []
-        for t in trials:
-            art_path = self.out / t.artifact
-            from petra.exporters import Artifact
+        drift of the machine hits all of them alike; the final figures replace the search's.
+        Each round is a fresh session in the isolated worker; a trial whose re-measurement
+        fails keeps its search figure (the reason is logged)."""
+        from petra.exporters import Artifact
 
-            art = Artifact.of(art_path)
-            sessions.append((t, art, self.builder.compile(t.config, art)))
-        merged = {}
+        arts = {t.number: Artifact.of(self.out / t.artifact) for t in trials}
+        merged: dict[int, Measurement] = {}
         for _ in range(FINAL_ROUNDS):
-            for t, art, sess in sessions:
-                m = self.builder.measure(sess, art, FINAL_POLICY)
+            for t in trials:
+                try:
+                    m = self.builder.measure(t.config, arts[t.number], FINAL_POLICY)
+                except CandidateError as exc:
+                    self.log(f"  re-measuring trial {t.number} failed ({exc}); keeping its search figure")
+                    continue
                 merged[t.number] = merged[t.number].merged(m) if t.number in merged else m
-        for t, _, _ in sessions:
-            t.measurement = merged[t.number]
+        for t in trials:
+            if t.number in merged:
+                t.measurement = merged[t.number]
+        noisy = [t.number for t in trials if t.measurement is not None and t.measurement.noisy]
+        if noisy:
+            self.log(f"  note: trials {noisy} did not reach the {FINAL_POLICY.rel_ci:.0%} interval "
+                     "or ran beside other load; their figures are flagged noisy in results.json")
 
     # -- output ---------------------------------------------------------------------------
     def write_results(self, front: list[Trial], best: Trial | None) -> dict:
@@ -268,6 +275,7 @@ class Study:
             self.log(f"re-measuring the front ({len(front)}) and the baseline, interleaved")
             self.remeasure([self.baseline] + [t for t in front if t is not self.baseline])
             front = pareto_front(self.trials)
+        self.builder.close()  # the measurement worker; a later measure() would start a new one
         best = pick_best(front, self.baseline, self.cfg.prefer)
         self.write_best(best)
         return self.write_results(front, best)
