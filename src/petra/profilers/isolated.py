@@ -271,6 +271,9 @@ class IsolatedMeasurer:
                 self._discard()
                 raise MeasureError(f"the measurement worker crashed while measuring {what}: "
                                    f"{_describe_exit(code)}") from exc
+            except BaseException:  # Ctrl-C mid-measurement: a late reply must not answer the next request
+                self._discard()
+                raise
         if kind == "ok":
             return payload
         cls = getattr(errors, kind, None)
