@@ -234,7 +234,10 @@ class IsolatedMeasurer:
         self._finalizer = weakref.finalize(self, _stop, proc, parent)
         self.started += 1
 
-    def _discard(self) -> None:
+    def _discard(self, kill: bool = False) -> None:
+        """Stop the worker: politely when idle, at once (``kill``) when it is busy or hung."""
+        if kill and self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
         if self._finalizer is not None:
             self._finalizer()
         self._proc = self._conn = self._finalizer = None
@@ -261,7 +264,7 @@ class IsolatedMeasurer:
             try:
                 conn.send(req)
                 if not conn.poll(req.timeout_s):
-                    self._discard()
+                    self._discard(kill=True)
                     raise MeasureError(f"measuring {what} took longer than {req.timeout_s:.0f}s; "
                                        "the worker was stopped")
                 kind, payload = conn.recv()
@@ -272,7 +275,7 @@ class IsolatedMeasurer:
                 raise MeasureError(f"the measurement worker crashed while measuring {what}: "
                                    f"{_describe_exit(code)}") from exc
             except BaseException:  # Ctrl-C mid-measurement: a late reply must not answer the next request
-                self._discard()
+                self._discard(kill=True)
                 raise
         if kind == "ok":
             return payload
