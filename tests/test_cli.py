@@ -47,9 +47,15 @@ def test_bench_json_and_table(tiny_onnx):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert [r["batch"] for r in data["results"]] == [1, 4]
-    assert all(r["p50"] > 0 for r in data["results"])
-    table = petra("bench", str(tiny_onnx.path))
-    assert table.returncode == 0 and "p50" in table.stdout
+    assert all(r["p50"] > 0 and r["ci95_low"] <= r["p50"] <= r["ci95_high"] for r in data["results"])
+    # a figure never travels without its error bar, its load and its machine
+    assert {"interval_met", "loaded", "noisy", "other_load_cores", "load_avg_before", "load_avg_after",
+            "peak_rss_bytes", "session_rss_bytes", "compile_s", "thread_settings"} <= set(data)
+    assert data["noisy"] == (data["loaded"] or not all(r["interval_met"] for r in data["results"]))
+    assert data["fingerprint"]["versions"]["onnxruntime"] and data["thread_settings"]["intra_op"] == 1
+    table = petra("bench", str(tiny_onnx.path), "--threads", "2")
+    assert table.returncode == 0 and "p50" in table.stdout and "2 thread(s)" in table.stdout
+    assert "interval met at every batch size" in table.stdout or "WARNING: " in table.stdout
 
 
 @pytest.mark.parametrize(
@@ -59,6 +65,8 @@ def test_bench_json_and_table(tiny_onnx):
         (lambda p, m: [str(m), "--batch", "0"], ["positive"]),
         (lambda p, m: [str(m), "--batch", "a,b"], ["comma-separated"]),
         (lambda p, m: [str(m), "--runtime", "nope"], ["unknown runtime"]),
+        (lambda p, m: [str(m), "--threads", "0"], ["--threads"]),
+        (lambda p, m: [str(m), "--rel-ci", "0"], ["rel_ci"]),
     ],
 )
 def test_bench_bad_input(tmp_path, tiny_onnx, make_args, words):
@@ -68,4 +76,4 @@ def test_bench_bad_input(tmp_path, tiny_onnx, make_args, words):
 def test_bench_not_a_model(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_text("not onnx")
-    _one_line_error(petra("bench", str(junk)))
+    _one_line_error(petra("bench", str(junk)), "not an ONNX model")

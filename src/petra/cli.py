@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from petra.errors import ConfigError, PetraError
+from petra.errors import PetraError
 from petra.optimizer.records import Prefer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -210,54 +210,46 @@ def export(
     console.print((dst / "USAGE.md").read_text(), markup=False, highlight=False)
 
 
+def bench_table(report: dict) -> Table:
+    flag = "  [LOADED]" if report["loaded"] else ""
+    table = Table(title=f"{Path(report['artifact']).name} on {report['runtime']}, "
+                        f"{report['threads']} thread(s){flag}", pad_edge=False, padding=(0, 1))
+    for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "CI95 ms", "CI +-%", "runs", "samples/s",
+                "interval"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        table.add_row(str(r["batch"]), f"{r['p50']:.4f}", f"{r['p90']:.4f}", f"{r['p99']:.4f}",
+                      f"{r['ci95_low']:.4f}-{r['ci95_high']:.4f}", f"{50 * r['rel_ci']:.1f}",
+                      str(r["runs"]), f"{r['throughput_sps']:.0f}",
+                      "ok" if r["interval_met"] else "NOT MET")
+    return table
+
+
 @app.command()
 def bench(
-    artifact: Path = typer.Argument(..., help="ONNX model file"),
-    runtime: str = typer.Option("onnxruntime"),
+    artifact: Path = typer.Argument(..., help="ONNX model file (or OpenVINO IR .xml)"),
+    runtime: str = typer.Option("onnxruntime", help="runtime to measure on"),
     batch: str = typer.Option("1", help="comma-separated batch sizes, e.g. 1,8,32"),
-    threads: int = typer.Option(1, help="intra-op threads"),
+    threads: int = typer.Option(1, help="intra-op threads (pinned in the measurement worker)"),
+    spinning: Optional[bool] = typer.Option(
+        None, "--spinning/--no-spinning", help="ORT pool threads spin while idle (runtime default: off)"),
+    rel_ci: float = typer.Option(0.02, help="target width of the median's 95% interval (0.02 = 2%)"),
+    max_time: float = typer.Option(2.0, help="time cap in seconds per batch size"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """Measure any ONNX file with petra's timing loop."""
-    import numpy as np
-    import onnx
-
-    from petra.profilers import machine, time_calls
-    from petra.runtimes import get_runtime
+    """Measure any model file with petra's timing loop, in an isolated worker process."""
+    from petra.profilers.bench import run_bench, verdict
 
     try:
-        if not artifact.is_file():
-            raise ConfigError(f"no such model file {str(artifact)!r}; pass the path of an .onnx file")
-        try:
-            sizes = [int(b) for b in batch.split(",")]
-        except ValueError:
-            raise ConfigError(f"--batch takes comma-separated integers like 1,8,32, got {batch!r}") from None
-        if any(b <= 0 for b in sizes):
-            raise ConfigError(f"batch sizes must be positive, got {batch!r}")
-        rt = get_runtime(runtime)
-        session = rt.compile(artifact, threads=threads)
-        inp = onnx.load(str(artifact), load_external_data=False).graph.input[0]
-        dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
-        rows = []
-        for b in sizes:
-            x = np.random.default_rng(0).standard_normal([b] + dims[1:]).astype(np.float32)
-            t = time_calls(lambda x=x: session.run(x))
-            rows.append({"batch": b, **t.summary(), "throughput_sps": b / (t.p50 / 1e3)})
+        report = run_bench(artifact, runtime=runtime, batch=batch, threads=threads, spinning=spinning,
+                           rel_ci=rel_ci, max_time=max_time)
     except PetraError as exc:
         fail(str(exc))
     if as_json:
-        print(json.dumps({"artifact": str(artifact), "runtime": runtime, "threads": threads,
-                          "size_bytes": artifact.stat().st_size, "machine": machine(),
-                          "results": rows}, indent=2))
+        print(json.dumps(report, indent=2, default=str))
         return
-    table = Table(title=f"{artifact.name} on {runtime}, {threads} thread(s)")
-    for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "CI95 ms", "runs", "samples/s"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["batch"]), f"{r['p50']:.4f}", f"{r['p90']:.4f}", f"{r['p99']:.4f}",
-                      f"{r['ci95_low']:.4f}-{r['ci95_high']:.4f}", str(r["runs"]),
-                      f"{r['throughput_sps']:.0f}")
-    console.print(table)
+    console.print(bench_table(report))
+    console.print(verdict(report), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

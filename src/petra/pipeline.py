@@ -27,7 +27,16 @@ from petra.errors import CandidateError, TrainError
 from petra.exporters import Artifact, Precision, export_onnx, quantize
 from petra.models.base import Split, Task, default_cache_dir
 from petra.optimizer.genome import CandidateConfig, Regularizer
-from petra.profilers import Measurement, TimingPolicy, evaluate_metric, measure, versions
+from petra.profilers import (
+    IsolatedMeasurer,
+    Measurement,
+    MeasureRequest,
+    TimingPolicy,
+    evaluate_metric,
+    versions,
+)
+from petra.profilers.isolated import runtime_ref
+from petra.runtimes import RUNTIMES
 from petra.runtimes.base import Runtime, Session
 
 #: L1 weight per unit of the reg_weight gene: sum|gamma| over ~1k channels is O(1e3)
@@ -92,6 +101,7 @@ class CandidateBuilder:
         log: Callable[[str], None] = lambda s: None,
         on_stage: Callable[[str], None] = lambda s: None,
         stage_cache: bool = True,
+        measurer: IsolatedMeasurer | None = None,
     ) -> None:
         self.task, self.teacher, self.runtime = task, teacher.eval(), runtime
         self.workdir = Path(workdir)
@@ -105,6 +115,11 @@ class CandidateBuilder:
         self.stage_dir = default_cache_dir() / "stages" if stage_cache else self.workdir / "stages"
         self._inputs_hash = _inputs_hash(task, self.teacher, seed)
         self._built_here: set[str] = set()
+        #: every timing runs in this worker process, one at a time (see profilers.isolated)
+        self.measurer = measurer or IsolatedMeasurer()
+        # the worker finds the runtime by registry name, or by import path if it is not registered
+        name = runtime.name
+        self._runtime_ref = name if RUNTIMES.get(name) is type(runtime) else runtime_ref(runtime)
 
     # -- stages ---------------------------------------------------------------------------
     def stage_key(self, cfg: CandidateConfig, fidelity: Fidelity | None = None) -> str:
@@ -177,14 +192,25 @@ class CandidateBuilder:
         timings["quantize_s"] = time.perf_counter() - t0
         return art
 
+    @staticmethod
+    def runtime_settings(cfg: CandidateConfig) -> dict:
+        return {"graph_opt": cfg.graph_opt, "threads": cfg.threads}
+
     def compile(self, cfg: CandidateConfig, artifact: Artifact) -> Session:
-        return self.runtime.compile(artifact.path, graph_opt=cfg.graph_opt, threads=cfg.threads)
+        """An in-process session, for the metric only: timing never uses it."""
+        return self.runtime.compile(artifact.path, **self.runtime_settings(cfg))
 
     def measure(
-        self, session: Session, artifact: Artifact, policy: TimingPolicy | None = None
+        self, cfg: CandidateConfig, artifact: Artifact, policy: TimingPolicy | None = None
     ) -> Measurement:
-        return measure(session, self.task.val.x[:64], size_bytes=artifact.size_bytes,
-                       throughput_batch=self.throughput_batch, policy=policy or self.policy)
+        """Latency (batch 1) and throughput on real validation inputs, in the isolated worker."""
+        req = MeasureRequest(artifact.path, self._runtime_ref, self.runtime_settings(cfg),
+                             sample=self.task.val.x[:64], batches=(1, self.throughput_batch),
+                             policy=policy or self.policy, size_bytes=artifact.size_bytes)
+        return self.measurer.measure(req)
+
+    def close(self) -> None:
+        self.measurer.close()
 
     def evaluate(self, cfg: CandidateConfig, fidelity: Fidelity | None = None) -> Built:
         """Build and measure; raises ``CandidateError`` with the failing stage's reason."""
@@ -201,8 +227,9 @@ class CandidateBuilder:
         if not (math.isfinite(val) and math.isfinite(test)):
             raise CandidateError(f"metric is not finite (val={val}, test={test})")
         timings["metric_s"] = time.perf_counter() - t0
+        del session  # nothing of this process's runtime state stays alive beside the measurement
         t0 = time.perf_counter()
         self.on_stage("measure")
-        m = self.measure(session, art)
+        m = self.measure(cfg, art)
         timings["measure_s"] = time.perf_counter() - t0
         return Built(cfg, art, val, test, m, timings)

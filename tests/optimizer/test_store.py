@@ -115,3 +115,13 @@ def test_optimize_refuses_a_folder_holding_a_study(tiny_teacher, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "petra.cli", "optimize", "--output", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "petra resume" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_measurement_with_batch_timings_roundtrips():
+    from petra.optimizer.store import measurement_from_state, measurement_to_state
+
+    m = _trial(1).measurement
+    m.batch_timings = {8: Timing((2.0, 2.1), 10, 0.02)}
+    back = measurement_from_state(json.loads(json.dumps(measurement_to_state(m))))
+    assert back.batch_timings[8].p50 == m.batch_timings[8].p50 and back.timings.keys() == m.timings.keys()
+    assert back.load_before == m.load_before

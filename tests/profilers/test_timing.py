@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from petra.profilers import TimingPolicy, machine, measure, median_ci, time_calls, versions
+from petra.profilers import TimingPolicy, machine, measure, median_ci, should_stop, time_calls, versions
 from petra.profilers.timing import Timing
 
 
@@ -55,3 +55,31 @@ def test_fingerprint():
     m = machine()
     assert m["cores"] >= 1 and m["cpu"]
     assert "torch" in versions() and "onnxruntime" in versions()
+
+
+def test_stopping_rule_on_known_samples():
+    policy = TimingPolicy(rel_ci=0.02, min_runs=30, max_time_s=1.0)
+    tight = [1.0] * 15 + [1.001] * 15  # CI 1.0 .. 1.001: 0.1% wide
+    assert should_stop(tight, elapsed_s=0.0, policy=policy)
+    assert not should_stop(tight[:20], elapsed_s=0.0, policy=policy)  # too few runs, however tight
+    spread = list(np.linspace(1.0, 2.0, 40))  # CI of the median 1.33 .. 1.69: far over 2%
+    assert not should_stop(spread, elapsed_s=0.5, policy=policy)
+    assert should_stop(spread, elapsed_s=1.5, policy=policy)  # time cap ends it ...
+    noisy = Timing(tuple(spread), 0, policy.rel_ci)
+    assert not noisy.met and noisy.summary()["interval_met"] is False  # ... and it says so
+    assert Timing(tuple(tight), 0, policy.rel_ci).met
+
+
+def test_policy_rejects_nonsense():
+    from petra.errors import ConfigError
+
+    for bad in ({"rel_ci": 0}, {"rel_ci": 1.5}, {"min_runs": 0}, {"max_time_s": 0}):
+        with pytest.raises(ConfigError):
+            TimingPolicy(**bad)
+
+
+def test_merged_timing_keeps_the_tighter_target():
+    a = Timing((1.0, 2.0), 10, 0.02)
+    b = Timing((3.0,), 5, 0.01)
+    m = a.merged(b)
+    assert m.samples_ms == (1.0, 2.0, 3.0) and m.warmup_runs == 15 and m.target_rel_ci == 0.01

@@ -62,14 +62,23 @@ def measurement_to_state(m: Measurement) -> dict[str, Any]:
     return dataclasses.asdict(m)
 
 
+def _timing(d: dict[str, Any]) -> Timing:
+    names = {f.name for f in dataclasses.fields(Timing)}
+    return Timing(**{k: (tuple(v) if k == "samples_ms" else v) for k, v in d.items() if k in names})
+
+
 def measurement_from_state(d: dict[str, Any]) -> Measurement:
+    """Inverse of ``dataclasses.asdict``: Timings (also inside dicts keyed by batch size, whose
+    keys JSON turned into strings) and tuples come back as they were."""
     kwargs = {}
     for f in dataclasses.fields(Measurement):
         if f.name not in d:
             continue
         v = d[f.name]
         if isinstance(v, dict) and "samples_ms" in v:
-            v = Timing(tuple(v["samples_ms"]), v.get("warmup_runs", 0))
+            v = _timing(v)
+        elif f.name == "batch_timings" and v:
+            v = {int(k): _timing(t) for k, t in v.items()}
         elif f.name in ("load_before", "load_after") and v is not None:
             v = tuple(v)
         kwargs[f.name] = v

@@ -34,7 +34,7 @@ from petra.optimizer.records import (
 )
 from petra.optimizer.store import StudyStore
 from petra.pipeline import LOW_FIDELITY, CandidateBuilder, Fidelity
-from petra.profilers import TimingPolicy, machine, versions
+from petra.profilers import Measurement, TimingPolicy, machine, versions
 from petra.progress import Fanout, PlainProgress, Progress
 from petra.runtimes import get_runtime
 
@@ -260,22 +260,29 @@ class Study:
 
     def remeasure(self, trials: list[Trial]) -> None:
         """Re-time the front and the baseline in interleaved rounds (A B A B ...) so that
-        drift of the machine hits all of them alike; the final figures replace the search's."""
-        sessions = []
-        for t in trials:
-            art_path = self.out / t.artifact
-            from petra.exporters import Artifact
+        drift of the machine hits all of them alike; the final figures replace the search's.
+        Each round is a fresh session in the isolated worker; a trial whose re-measurement
+        fails keeps its search figure (the reason is logged)."""
+        from petra.exporters import Artifact
 
-            art = Artifact.of(art_path)
-            sessions.append((t, art, self.builder.compile(t.config, art)))
-        merged = {}
+        arts = {t.number: Artifact.of(self.out / t.artifact) for t in trials}
+        merged: dict[int, Measurement] = {}
         for _ in range(FINAL_ROUNDS):
-            for t, art, sess in sessions:
-                m = self.builder.measure(sess, art, FINAL_POLICY)
+            for t in trials:
+                try:
+                    m = self.builder.measure(t.config, arts[t.number], FINAL_POLICY)
+                except CandidateError as exc:
+                    self.log(f"  re-measuring trial {t.number} failed ({exc}); keeping its search figure")
+                    continue
                 merged[t.number] = merged[t.number].merged(m) if t.number in merged else m
-        for t, _, _ in sessions:
-            t.measurement = merged[t.number]
-            self.store.update_measurement(t)
+        for t in trials:
+            if t.number in merged:
+                t.measurement = merged[t.number]
+                self.store.update_measurement(t)
+        noisy = [t.number for t in trials if t.measurement is not None and t.measurement.noisy]
+        if noisy:
+            self.log(f"  note: trials {noisy} did not reach the {FINAL_POLICY.rel_ci:.0%} interval "
+                     "or ran beside other load; their figures are flagged noisy in results.json")
 
     # -- output ---------------------------------------------------------------------------
     def write_results(self, front: list[Trial], best: Trial | None) -> dict:
@@ -341,6 +348,8 @@ class Study:
         try:
             return self._run()
         finally:
+            if hasattr(self, "builder"):
+                self.builder.close()  # the measurement worker process
             self.progress.close()
 
     def _run(self) -> dict:
@@ -371,6 +380,7 @@ class Study:
             self.log(f"re-measuring the front ({len(front)}) and the baseline, interleaved")
             self.remeasure([self.baseline] + [t for t in front if t is not self.baseline])
             front = pareto_front(self.trials)
+        self.builder.close()  # the measurement worker; a later measure() would start a new one
         best = pick_best(front, self.baseline, self.cfg.prefer)
         if best is self.baseline:
             self.log("no candidate met the constraint and beat the baseline: best is the FP32 "

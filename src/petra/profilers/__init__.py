@@ -1,8 +1,10 @@
 """Measurement: the one timing loop, latency/throughput/size, metric on the runtime, fingerprint."""
 
-from petra.profilers.fingerprint import machine, versions
+from petra.profilers.fingerprint import fingerprint, machine, versions
+from petra.profilers.isolated import IsolatedMeasurer, MeasureRequest, measure_isolated
 from petra.profilers.measure import Measurement, evaluate_metric, measure
-from petra.profilers.timing import Timing, TimingPolicy, median_ci, time_calls
+from petra.profilers.timing import Timing, TimingPolicy, median_ci, should_stop, time_calls
 
-__all__ = ["Measurement", "Timing", "TimingPolicy", "evaluate_metric", "machine", "measure",
-           "median_ci", "time_calls", "versions"]
+__all__ = ["IsolatedMeasurer", "MeasureRequest", "Measurement", "Timing", "TimingPolicy",
+           "evaluate_metric", "fingerprint", "machine", "measure", "measure_isolated", "median_ci",
+           "should_stop", "time_calls", "versions"]

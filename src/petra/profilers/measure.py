@@ -1,19 +1,29 @@
-"""Measurements of a compiled session: metric, latency percentiles, throughput, size.
+"""Measurements of a compiled session: metric, latency percentiles, throughput, memory, load.
 
 All timing goes through ``petra.profilers.timing.time_calls``; this module only decides what
-is timed (batch 1 latency, batch-B throughput) and what is recorded beside it.
+is timed (latency at the first batch size, throughput at each further one) and what is
+recorded beside it, so that a figure never travels without its error bar, the load it was
+taken under and the machine it came from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from petra.models.base import Metric, Split
-from petra.profilers.fingerprint import load_average
+from petra.profilers.resources import CpuWatch, load_average
 from petra.profilers.timing import Timing, TimingPolicy, time_calls
 from petra.runtimes.base import Session
+
+if TYPE_CHECKING:  # models.base imports torch; measurement workers must start without it
+    from petra.models.base import Metric, Split
+
+#: other processes keeping more than this many cores busy (mean over the measurement) = loaded.
+#: An idle machine shows ~0.01-0.05 (kernel threads, this shell); one neighbour busy-loop ~1.
+LOADED_CORES = 0.25
 
 
 @dataclass
@@ -27,6 +37,18 @@ class Measurement:
     load_before: tuple[float, float, float] | None = None
     load_after: tuple[float, float, float] | None = None
     extra: dict = field(default_factory=dict)
+    latency_batch: int = 1
+    #: timings at batch sizes other than the latency and throughput ones (``petra bench --batch``)
+    batch_timings: dict[int, Timing] = field(default_factory=dict)
+    #: highest resident memory of the measuring process while this session was compiled and run
+    peak_rss_bytes: int | None = None
+    #: that peak minus the resident memory before compiling: what the session itself took
+    session_rss_bytes: int | None = None
+    threads: dict = field(default_factory=dict)
+    #: mean cores kept busy by other processes on the measured cores (see ``resources.CpuWatch``)
+    other_load_cores: float | None = None
+    fingerprint: dict = field(default_factory=dict)
+    rounds: int = 1
 
     @property
     def p50_ms(self) -> float:
@@ -36,26 +58,78 @@ class Measurement:
     def throughput_sps(self) -> float:
         return self.throughput_batch / (self.throughput_timing.p50 / 1e3)
 
+    @property
+    def timings(self) -> dict[int, Timing]:
+        """Every timed batch size, ascending."""
+        out = {self.latency_batch: self.latency, self.throughput_batch: self.throughput_timing}
+        return dict(sorted((out | self.batch_timings).items()))
+
+    def throughput(self, batch: int) -> float:
+        return batch / (self.timings[batch].p50 / 1e3)
+
+    @property
+    def interval_met(self) -> bool:
+        return all(t.met for t in self.timings.values())
+
+    @property
+    def loaded(self) -> bool:
+        return self.other_load_cores is not None and self.other_load_cores > LOADED_CORES
+
+    @property
+    def noisy(self) -> bool:
+        """A figure not to be trusted as tight: interval missed, or others used the cores."""
+        return not self.interval_met or self.loaded
+
     def merged(self, other: Measurement) -> Measurement:
+        """Two measurements of the same artifact pooled (the interleaved final rounds)."""
+        loads = [x for x in (self.other_load_cores, other.other_load_cores) if x is not None]
+        peaks = [x for x in (self.peak_rss_bytes, other.peak_rss_bytes) if x is not None]
+        sess = [x for x in (self.session_rss_bytes, other.session_rss_bytes) if x is not None]
         return Measurement(
             self.latency.merged(other.latency), self.throughput_batch,
             self.throughput_timing.merged(other.throughput_timing), self.size_bytes,
             self.compile_s, self.settings, self.load_before, other.load_after, self.extra,
+            self.latency_batch,
+            {b: t.merged(other.batch_timings[b]) if b in other.batch_timings else t
+             for b, t in self.batch_timings.items()},
+            max(peaks) if peaks else None, max(sess) if sess else None, self.threads,
+            max(loads) if loads else None, self.fingerprint, self.rounds + other.rounds,
         )
 
-    def to_json(self) -> dict:
+    def to_json(self, with_fingerprint: bool = False) -> dict:
         lat = self.latency.summary()
-        return {
+        out = {
             "latency_ms": {k: lat[k] for k in ("p50", "p90", "p99", "mean", "ci95_low", "ci95_high")},
             "latency_runs": lat["runs"],
+            "latency_batch": self.latency_batch,
             "throughput_sps": self.throughput_sps,
             "throughput_batch": self.throughput_batch,
+            "by_batch": {str(b): {**t.summary(), "throughput_sps": self.throughput(b)}
+                         for b, t in self.timings.items()},
             "size_bytes": self.size_bytes,
             "compile_s": self.compile_s,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "session_rss_bytes": self.session_rss_bytes,
             "runtime_settings": self.settings,
+            "thread_settings": self.threads,
             "load_avg_before": self.load_before,
             "load_avg_after": self.load_after,
+            "other_load_cores": self.other_load_cores,
+            "interval_met": self.interval_met,
+            "loaded": self.loaded,
+            "noisy": self.noisy,
+            "rounds": self.rounds,
+            "fingerprint_id": self.fingerprint.get("id"),
         }
+        if with_fingerprint:
+            out["fingerprint"] = self.fingerprint
+        return out
+
+
+def batch_of(sample: np.ndarray, batch: int) -> np.ndarray:
+    """``batch`` real inputs: the sample repeated as often as needed, contiguous."""
+    reps = -(-batch // len(sample))
+    return np.ascontiguousarray(np.concatenate([sample] * reps)[:batch])
 
 
 def measure(
@@ -65,16 +139,25 @@ def measure(
     size_bytes: int,
     throughput_batch: int = 32,
     policy: TimingPolicy = TimingPolicy(),
+    batches: Sequence[int] | None = None,
 ) -> Measurement:
-    """Latency at batch 1 and throughput at ``throughput_batch``, both on real inputs."""
-    one = np.ascontiguousarray(sample[:1])
-    reps = -(-throughput_batch // len(sample))
-    batch = np.ascontiguousarray(np.concatenate([sample] * reps)[:throughput_batch])
+    """Time ``session`` at each batch size (default: 1 and ``throughput_batch``) on real inputs.
+
+    The first batch size gives the latency figure, the last the headline throughput; sizes are
+    timed one after another, never at once.
+    """
+    sizes = sorted(set(batches or (1, throughput_batch)))
     before = load_average()
-    latency = time_calls(lambda: session.run(one), policy)
-    throughput = time_calls(lambda: session.run(batch), policy)
-    return Measurement(latency, throughput_batch, throughput, size_bytes, session.compile_s,
-                       dict(session.settings), before, load_average())
+    watch = CpuWatch().start()
+    timed = {b: time_calls(lambda x=batch_of(sample, b): session.run(x), policy) for b in sizes}
+    other = watch.stop()
+    first, last = sizes[0], sizes[-1]
+    return Measurement(
+        timed[first], last, timed[last], size_bytes, session.compile_s, dict(session.settings),
+        before, load_average(), latency_batch=first,
+        batch_timings={b: t for b, t in timed.items() if b not in (first, last)},
+        threads={"intra_op": session.settings.get("threads")}, other_load_cores=other,
+    )
 
 
 def evaluate_metric(session: Session, split: Split, metric: Metric) -> float:

@@ -15,16 +15,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from petra.errors import ConfigError
+
 CHUNK = 10
 
 
 @dataclass(frozen=True)
 class TimingPolicy:
+    """``rel_ci``: target width of the median's 95% CI relative to the median (0.02 = 2%)."""
+
     rel_ci: float = 0.02
     min_runs: int = 30
     max_time_s: float = 2.0
     warmup_max_s: float = 0.5
     warmup_tolerance: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rel_ci < 1:
+            raise ConfigError(f"the interval target rel_ci must be in (0, 1), got {self.rel_ci}")
+        if self.min_runs < 1:
+            raise ConfigError(f"min_runs must be >= 1, got {self.min_runs}")
+        if self.max_time_s <= 0 or self.warmup_max_s < 0:
+            raise ConfigError(f"time caps must be positive, got max_time_s={self.max_time_s}, "
+                              f"warmup_max_s={self.warmup_max_s}")
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,8 @@ class Timing:
 
     samples_ms: tuple[float, ...]
     warmup_runs: int
+    #: the relative CI width the loop aimed at; None for timings not made by ``time_calls``
+    target_rel_ci: float | None = None
 
     @property
     def runs(self) -> int:
@@ -54,15 +69,23 @@ class Timing:
         lo, hi = self.ci
         return (hi - lo) / self.p50 if self.p50 > 0 else math.inf
 
+    @property
+    def met(self) -> bool:
+        """Whether the interval reached its target; a timing without a target is taken as met."""
+        return self.target_rel_ci is None or self.rel_ci <= self.target_rel_ci
+
     def merged(self, other: Timing) -> Timing:
-        return Timing(self.samples_ms + other.samples_ms, self.warmup_runs + other.warmup_runs)
+        targets = [t for t in (self.target_rel_ci, other.target_rel_ci) if t is not None]
+        return Timing(self.samples_ms + other.samples_ms, self.warmup_runs + other.warmup_runs,
+                      min(targets) if targets else None)
 
     def summary(self) -> dict[str, float]:
         lo, hi = self.ci
         return {
             "p50": self.p50, "p90": self.percentile(90), "p99": self.percentile(99),
             "mean": float(np.mean(self.samples_ms)), "ci95_low": lo, "ci95_high": hi,
-            "runs": self.runs,
+            "runs": self.runs, "rel_ci": self.rel_ci, "target_rel_ci": self.target_rel_ci,
+            "interval_met": self.met,
         }
 
 
@@ -76,6 +99,17 @@ def median_ci(samples: Sequence[float], z: float = 1.96) -> tuple[float, float]:
     lo = max(0, int(math.floor(n / 2 - half)))
     hi = min(n - 1, int(math.ceil(n / 2 + half)))
     return float(s[lo]), float(s[hi])
+
+
+def should_stop(samples: Sequence[float], elapsed_s: float, policy: TimingPolicy) -> bool:
+    """The stopping rule: enough runs and a tight interval, or the time cap (reported as noisy)."""
+    if len(samples) < policy.min_runs:
+        return False
+    lo, hi = median_ci(samples)
+    med = float(np.median(samples))
+    if med > 0 and (hi - lo) / med <= policy.rel_ci:
+        return True
+    return elapsed_s > policy.max_time_s
 
 
 def time_calls(fn: Callable[[], object], policy: TimingPolicy = TimingPolicy()) -> Timing:
@@ -103,11 +137,6 @@ def time_calls(fn: Callable[[], object], policy: TimingPolicy = TimingPolicy()) 
             t0 = clock()
             fn()
             samples.append((clock() - t0) * 1e3)
-        if len(samples) >= policy.min_runs:
-            lo, hi = median_ci(samples)
-            med = float(np.median(samples))
-            if med > 0 and (hi - lo) / med <= policy.rel_ci:
-                break
-            if clock() - start > policy.max_time_s:
-                break
-    return Timing(tuple(samples), warm)
+        if should_stop(samples, clock() - start, policy):
+            break
+    return Timing(tuple(samples), warm, policy.rel_ci)

@@ -1,0 +1,83 @@
+"""Isolated measurement: a worker process per measurement stream, crash-proof, load-aware."""
+
+import faulthandler
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from petra.errors import CompileError, MeasureError
+from petra.profilers import IsolatedMeasurer, MeasureRequest, TimingPolicy
+from petra.profilers.isolated import runtime_ref
+from petra.runtimes.onnxruntime import OnnxRuntime
+
+QUICK = TimingPolicy(rel_ci=0.05, min_runs=20, max_time_s=0.3, warmup_max_s=0.1)
+
+
+class SegfaultingRuntime(OnnxRuntime):
+    """A runtime whose compile crashes the process for real, as a broken native library would."""
+
+    name = "segfaulting"
+
+    def compile(self, model_path, **settings):
+        faulthandler.disable()  # keep the crash report out of the test output
+        faulthandler._sigsegv()
+
+
+@pytest.fixture(scope="module")
+def measurer():
+    with IsolatedMeasurer(machine_lock=False) as m:
+        yield m
+
+
+def test_worker_measures_on_real_inputs_and_is_reused(measurer, tiny_onnx, tiny_task):
+    req = MeasureRequest(tiny_onnx.path, "onnxruntime", {"threads": 2}, sample=tiny_task.val.x[:16],
+                         batches=(1, 8), policy=QUICK, size_bytes=tiny_onnx.size_bytes)
+    first = measurer.measure(req)
+    second = measurer.measure(req)
+    assert measurer.started == 1  # one worker served both
+    for m in (first, second):
+        assert list(m.timings) == [1, 8] and m.p50_ms > 0 and m.size_bytes == tiny_onnx.size_bytes
+        assert m.settings["threads"] == 2 and m.threads["intra_op"] == 2
+        assert m.threads["omp_num_threads"] == "1"  # helper pools pinned in the worker
+        assert m.peak_rss_bytes > 10 * 1024 * 1024 and m.session_rss_bytes is not None
+        assert m.fingerprint["versions"]["onnxruntime"] and m.fingerprint["id"]
+        assert m.other_load_cores is not None and m.load_before is not None
+
+
+def test_a_crashing_worker_is_a_measure_error_and_the_next_one_works(measurer, tiny_onnx):
+    crash = MeasureRequest(tiny_onnx.path, runtime_ref(SegfaultingRuntime), policy=QUICK)
+    with pytest.raises(MeasureError, match="crashed.*SIGSEGV"):
+        measurer.measure(crash)
+    started = measurer.started
+    m = measurer.measure(MeasureRequest(tiny_onnx.path, "onnxruntime", policy=QUICK, batches=(1,)))
+    assert m.p50_ms > 0 and measurer.started == started + 1
+
+
+def test_errors_in_the_worker_keep_their_type(measurer, tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(CompileError, match="could not load"):
+        measurer.measure(MeasureRequest(bad, "onnxruntime", sample=np.zeros((1, 1, 8, 8), np.float32),
+                                        policy=QUICK))
+
+
+def test_a_hung_measurement_is_stopped(tiny_onnx):
+    with IsolatedMeasurer(machine_lock=False) as m:
+        slow = TimingPolicy(rel_ci=1e-6, max_time_s=60)  # can never meet the interval: runs to the cap
+        with pytest.raises(MeasureError, match="longer than"):
+            m.measure(MeasureRequest(tiny_onnx.path, "onnxruntime", policy=slow, batches=(1,),
+                                     timeout_s=1.0))
+        assert m.started == 1 and m._proc is None
+
+
+def test_a_cpu_burner_beside_the_measurement_is_reported(measurer, tiny_onnx):
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        m = measurer.measure(MeasureRequest(tiny_onnx.path, "onnxruntime", policy=QUICK, batches=(1, 8)))
+    finally:
+        burner.kill()
+        burner.wait()
+    assert m.loaded and m.noisy and m.other_load_cores > 0.5
+    assert m.to_json()["loaded"] is True

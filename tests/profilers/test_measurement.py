@@ -1,0 +1,81 @@
+"""Measurement records: noise and load flags, pooling of rounds, memory and load probes."""
+
+import numpy as np
+import pytest
+
+from petra.errors import ConfigError
+from petra.profilers import Measurement, Timing, fingerprint
+from petra.profilers.fingerprint import fingerprint_id
+from petra.profilers.inputs import InputSpec, model_input
+from petra.profilers.measure import LOADED_CORES
+from petra.profilers.resources import current_rss, peak_rss, reset_peak_rss
+
+TIGHT = Timing((1.0,) * 30, 10, 0.02)
+WIDE = Timing(tuple(np.linspace(1.0, 2.0, 40)), 10, 0.02)
+
+
+def _m(latency=TIGHT, other=0.0, batch_timings=None):
+    return Measurement(latency, 32, Timing((8.0,) * 30, 10, 0.02), 1000, 0.01, {"threads": 1},
+                       batch_timings=batch_timings or {}, other_load_cores=other)
+
+
+def test_flags_say_when_a_figure_is_not_to_be_trusted():
+    assert not _m().noisy and _m().interval_met and not _m().loaded
+    assert _m(latency=WIDE).noisy and not _m(latency=WIDE).interval_met
+    loaded = _m(other=LOADED_CORES + 0.5)
+    assert loaded.loaded and loaded.noisy and loaded.interval_met  # tight, but beside other load
+    j = loaded.to_json()
+    assert j["loaded"] is True and j["noisy"] is True and j["other_load_cores"] == LOADED_CORES + 0.5
+
+
+def test_every_batch_size_is_reported():
+    m = _m(batch_timings={8: Timing((2.0,) * 30, 10, 0.02)})
+    assert list(m.timings) == [1, 8, 32]
+    assert m.throughput(8) == pytest.approx(4000.0) and m.throughput_sps == pytest.approx(4000.0)
+    assert set(m.to_json()["by_batch"]) == {"1", "8", "32"}
+
+
+def test_merged_rounds_pool_samples_and_keep_the_worst_load():
+    a, b = _m(other=0.0), _m(latency=WIDE, other=1.0)
+    m = a.merged(b)
+    assert m.rounds == 2 and m.latency.runs == 70 and m.other_load_cores == 1.0 and m.loaded
+
+
+def test_peak_rss_resets_and_sees_a_new_allocation():
+    if not reset_peak_rss():
+        pytest.skip("this kernel does not allow resetting the RSS high-water mark")
+    before = current_rss()
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+    del block
+    assert peak_rss() - before >= 60 * 1024 * 1024
+    reset_peak_rss()
+    assert peak_rss() - current_rss() < 16 * 1024 * 1024  # the high-water mark came back down
+
+
+def test_fingerprint_identifies_machine_and_versions():
+    fp = fingerprint({"onnxruntime": "1.0"})
+    assert fp["cores"] >= 1 and fp["versions"]["onnxruntime"] == "1.0" and len(fp["id"]) == 12
+    assert fingerprint({"onnxruntime": "2.0"})["id"] != fp["id"]
+    assert fingerprint_id(fp) == fp["id"]
+
+
+def test_model_input_of_onnx_and_openvino_ir(tiny_onnx, tmp_path):
+    spec = model_input(tiny_onnx.path)
+    assert spec.shape == (None, 1, 8, 8) and spec.dtype == np.float32
+    assert spec.example(3).shape == (3, 1, 8, 8)
+    ov = pytest.importorskip("openvino")
+    ov.save_model(ov.convert_model(str(tiny_onnx.path)), str(tmp_path / "tiny.xml"))
+    ir = model_input(tmp_path / "tiny.xml")
+    assert ir.shape == (None, 1, 8, 8) and ir.dtype == np.float32
+
+
+def test_model_input_rejects_what_is_not_a_model(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model")
+    with pytest.raises(ConfigError, match="not an ONNX model"):
+        model_input(junk)
+    (tmp_path / "junk.xml").write_text("<net><layers/></net>")
+    with pytest.raises(ConfigError, match="OpenVINO IR"):
+        model_input(tmp_path / "junk.xml")
+    with pytest.raises(ConfigError, match="batch dimension is fixed at 1"):
+        InputSpec("x", (1, 1, 8, 8), np.dtype(np.float32)).check_batch(8)
