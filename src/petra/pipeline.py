@@ -32,12 +32,11 @@ from petra.profilers import (
     Measurement,
     MeasureRequest,
     TimingPolicy,
-    evaluate_metric,
     versions,
 )
 from petra.profilers.isolated import runtime_ref
 from petra.runtimes import RUNTIMES
-from petra.runtimes.base import Runtime, Session
+from petra.runtimes.base import Runtime
 
 #: L1 weight per unit of the reg_weight gene: sum|gamma| over ~1k channels is O(1e3)
 L1_SCALE = 1e-3
@@ -196,18 +195,26 @@ class CandidateBuilder:
     def runtime_settings(cfg: CandidateConfig) -> dict:
         return {"graph_opt": cfg.graph_opt, "threads": cfg.threads}
 
-    def compile(self, cfg: CandidateConfig, artifact: Artifact) -> Session:
-        """An in-process session, for the metric only: timing never uses it."""
-        return self.runtime.compile(artifact.path, **self.runtime_settings(cfg))
-
     def measure(
-        self, cfg: CandidateConfig, artifact: Artifact, policy: TimingPolicy | None = None
+        self, cfg: CandidateConfig, artifact: Artifact, policy: TimingPolicy | None = None,
+        eval_inputs: tuple[Path, ...] = (),
     ) -> Measurement:
         """Latency (batch 1) and throughput on real validation inputs, in the isolated worker."""
         req = MeasureRequest(artifact.path, self._runtime_ref, self.runtime_settings(cfg),
                              sample=self.task.val.x[:64], batches=(1, self.throughput_batch),
-                             policy=policy or self.policy, size_bytes=artifact.size_bytes)
+                             policy=policy or self.policy, size_bytes=artifact.size_bytes,
+                             eval_inputs=eval_inputs)
         return self.measurer.measure(req)
+
+    def eval_files(self) -> tuple[Path, Path]:
+        """Validation and test inputs as .npy files the worker memory-maps (written once)."""
+        folder = self.workdir / "data"
+        paths = (folder / "val_x.npy", folder / "test_x.npy")
+        if not all(p.is_file() for p in paths):
+            folder.mkdir(parents=True, exist_ok=True)
+            for p, split in zip(paths, (self.task.val, self.task.test)):
+                np.save(p, np.ascontiguousarray(split.x))
+        return paths
 
     def close(self) -> None:
         self.measurer.close()
@@ -217,19 +224,14 @@ class CandidateBuilder:
         timings: dict[str, float] = {}
         art = self.build(cfg, timings, fidelity)
         t0 = time.perf_counter()
-        self.on_stage("compile")
-        session = self.compile(cfg, art)
-        timings["compile_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        self.on_stage("metric")
-        val = evaluate_metric(session, self.task.val, self.task.metric)
-        test = evaluate_metric(session, self.task.test, self.task.metric)
+        self.on_stage("measure")
+        # compile, metric outputs and timing all happen in the isolated worker: a runtime that
+        # crashes on this artifact takes the worker down, never the search
+        m = self.measure(cfg, art, eval_inputs=self.eval_files())
+        timings["measure_s"] = time.perf_counter() - t0
+        val_out, test_out = m.extra.pop("outputs")
+        val = self.task.metric(val_out, self.task.val.y)
+        test = self.task.metric(test_out, self.task.test.y)
         if not (math.isfinite(val) and math.isfinite(test)):
             raise CandidateError(f"metric is not finite (val={val}, test={test})")
-        timings["metric_s"] = time.perf_counter() - t0
-        del session  # nothing of this process's runtime state stays alive beside the measurement
-        t0 = time.perf_counter()
-        self.on_stage("measure")
-        m = self.measure(cfg, art)
-        timings["measure_s"] = time.perf_counter() - t0
         return Built(cfg, art, val, test, m, timings)

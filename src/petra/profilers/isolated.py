@@ -74,6 +74,10 @@ class MeasureRequest:
     size_bytes: int | None = None
     #: a hard limit for compile + timing; the worker is killed past it
     timeout_s: float = 600.0
+    #: .npy files of inputs to run through the same session before timing; their outputs come
+    #: back in ``Measurement.extra["outputs"]``, so the task metric is computed on the runtime
+    #: without the parent process ever loading it (a runtime crash stays in the worker)
+    eval_inputs: tuple[Path, ...] = ()
 
 
 def _load_runtime(ref: str) -> Runtime:
@@ -118,6 +122,7 @@ def measure_artifact(req: MeasureRequest) -> Measurement:
     rss0 = current_rss()
     session = runtime.compile(Path(req.artifact), **req.settings)
     try:
+        outputs = [session.run_batched(np.load(p, mmap_mode="r")) for p in req.eval_inputs]
         size = req.size_bytes if req.size_bytes is not None else Path(req.artifact).stat().st_size
         m = measure(session, sample, size_bytes=size, batches=req.batches, policy=req.policy)
     finally:
@@ -131,6 +136,8 @@ def measure_artifact(req: MeasureRequest) -> Measurement:
         **{k.lower(): os.environ.get(k) for k in _PINNED_ENV},
     }
     m.fingerprint = fingerprint(runtime.versions())
+    if outputs:
+        m.extra["outputs"] = outputs
     return m
 
 

@@ -25,7 +25,8 @@ class Session(ABC):
     def run(self, x: np.ndarray) -> np.ndarray: ...
 
     def run_batched(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
-        return np.concatenate([self.run(x[i : i + batch]) for i in range(0, len(x), batch)])
+        return np.concatenate([self.run(np.ascontiguousarray(x[i : i + batch]))
+                               for i in range(0, len(x), batch)])
 
 
 class Runtime(ABC):
