@@ -1,0 +1,100 @@
+"""Does the engine make every trained minute count? Cache + multi-fidelity vs neither.
+
+Runs two searches on the same task, machine and wall budget, one after the other:
+  A. the engine as shipped: content-addressed stage cache (empty at start) + multi-fidelity
+     successive halving inside each generation;
+  B. the same search without them: every candidate trains from scratch, full fidelity.
+Both start from the same cached FP32 baseline (its training is not part of either budget's
+comparison: it is loaded from the cache in both). Prints and saves, for each: trials finished
+(all states, and full-fidelity ones), trials per hour, and the best feasible p50 ratio found.
+
+Target (issue 6): A completes >= 2x the trials per hour of B.
+
+    PYTHONPATH=src python benchmarks/search_efficiency.py [--task digits] [--budget 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from petra.config import load_config
+from petra.models.base import default_cache_dir, get_task
+from petra.optimizer.study import Study
+from petra.profilers import fingerprint
+
+
+def run(label: str, task_name: str, budget: float, out: Path, cache: Path, **flags) -> dict:
+    os.environ["PETRA_CACHE_DIR"] = str(cache)
+    cfg = load_config(task=task_name, time_budget=budget, generations=1000, population=8,
+                      output=out, progress="quiet", **flags)
+    results = Study(cfg, task=get_task(task_name), log=lambda s: None).run()
+    trials = results["all_trials"]
+    search = [t for t in trials if t["generation"] >= 0]
+    states = {s: sum(t["state"] == s for t in search) for s in ("COMPLETE", "INFEASIBLE", "PRUNED", "FAIL")}
+    elapsed = results["elapsed_s"]
+    best = results["best"]
+    return {
+        "label": label,
+        "flags": flags,
+        "elapsed_s": elapsed,
+        "trials": len(search),
+        "full_fidelity_trials": len(search) - states["PRUNED"],
+        "states": states,
+        "trials_per_hour": len(search) / elapsed * 3600,
+        "generations": results["generations_completed"],
+        "best_p50_ratio": None if results["best_is_baseline"] else best["ratios_to_baseline"]["p50_latency"],
+        "best_size_ratio": None if results["best_is_baseline"] else best["ratios_to_baseline"]["size"],
+        "best_test_drop": best["ratios_to_baseline"]["metric_drop_test"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="digits")
+    ap.add_argument("--budget", type=float, default=150.0, help="wall seconds per search")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args()
+
+    home = default_cache_dir()
+    get_task(args.task).baseline(log=print)  # trained once, outside both budgets
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="petra-eff-") as tmp:
+        for label, flags in (("cache + multi-fidelity", {"multi_fidelity": True, "stage_cache": True}),
+                             ("neither", {"multi_fidelity": False, "stage_cache": False})):
+            cache = Path(tmp) / f"cache-{len(rows)}"
+            shutil.copytree(home / "baselines", cache / "baselines")  # same teacher, empty stage cache
+            rows.append(run(label, args.task, args.budget, Path(tmp) / f"run-{len(rows)}", cache, **flags))
+            print(json.dumps(rows[-1]))
+    os.environ["PETRA_CACHE_DIR"] = str(home)
+    a, b = rows
+    ratio = a["trials_per_hour"] / b["trials_per_hour"]
+    table = ["| engine | trials | full-fidelity | pruned | trials/hour | best p50 x | best size x "
+             "| test drop |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    for r in rows:
+        table.append(f"| {r['label']} | {r['trials']} | {r['full_fidelity_trials']} "
+                     f"| {r['states']['PRUNED']} | {r['trials_per_hour']:.0f} | {fmt(r['best_p50_ratio'])} "
+                     f"| {fmt(r['best_size_ratio'])} | {r['best_test_drop']:.2f} |")
+    verdict = f"trials/hour ratio A/B = {ratio:.2f}x (target >= 2x): {'met' if ratio >= 2 else 'NOT met'}"
+    print("\n".join(table))
+    print(verdict)
+    args.out.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint()
+    (args.out / "search_efficiency.json").write_text(json.dumps(
+        {"task": args.task, "budget_s": args.budget, "rows": rows, "ratio": ratio, "machine": fp},
+        indent=2, default=str))
+    (args.out / "search_efficiency.md").write_text(
+        f"# search efficiency, {args.task}, {args.budget:.0f} s each\n\n" + "\n".join(table)
+        + f"\n\n{verdict}\n\nmachine: {fp.get('cpu')}, {fp.get('cores')} cores\n")
+
+
+if __name__ == "__main__":
+    main()
