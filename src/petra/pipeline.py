@@ -52,6 +52,8 @@ class Fidelity:
 
     data_fraction: float = 0.25
     max_epochs: int = 1
+    #: a ranking inside one generation needs less precision than the front's figures
+    timing: TimingPolicy = TimingPolicy(rel_ci=0.1, min_runs=20, max_time_s=0.25, warmup_max_s=0.1)
 
     def describe(self) -> str:
         return f"{self.max_epochs} epoch(s) on {self.data_fraction:.0%} of the training data"
@@ -227,7 +229,7 @@ class CandidateBuilder:
         self.on_stage("measure")
         # compile, metric outputs and timing all happen in the isolated worker: a runtime that
         # crashes on this artifact takes the worker down, never the search
-        m = self.measure(cfg, art, eval_inputs=self.eval_files())
+        m = self.measure(cfg, art, fidelity.timing if fidelity else None, self.eval_files())
         timings["measure_s"] = time.perf_counter() - t0
         val_out, test_out = m.extra.pop("outputs")
         val = self.task.metric(val_out, self.task.val.y)
