@@ -26,7 +26,7 @@ def _one_line_error(proc, *words):
     [
         (["--task", "imagenet-nope"], ["unknown task", "digits"]),
         (["--runtime", "tflite"], ["unknown runtime", "onnxruntime"]),
-        (["--time-budget", "0"], ["time_budget", "greater than 0"]),
+        (["--time-budget", "0"], ["time_budget must be > 0, got 0.0"]),
         (["--generations", "-1"], ["generations"]),
         (["--population", "1"], ["population"]),
         (["--max-drop", "-1"], ["max_drop"]),
