@@ -39,6 +39,8 @@ def front_table(results: dict) -> Table:
         c = e["config"]
         desc = (f"p{c['prune_ratio']:.1f} e{c['epochs']} {c['regularizer']} "
                 f"{c['precision'].replace('int8_', 'i8')} {c['threads']}t")
+        if c.get("runtime", "onnxruntime") != "onnxruntime" or len(results.get("runtimes", [])) > 1:
+            desc = ("ov " if c.get("runtime") == "openvino" else "ort ") + desc
         mark = " *" if e["key"] == best_key else ""
         lat, b = e["latency_ms"], base
         table.add_row(
@@ -54,7 +56,8 @@ def front_table(results: dict) -> Table:
 @app.command()
 def optimize(
     task: str = typer.Option("digits", help="built-in task name or 'module:function'"),
-    runtime: str = typer.Option("onnxruntime", help="target runtime"),
+    runtime: str = typer.Option("onnxruntime", help="target runtime: onnxruntime | openvino | auto "
+                                "(auto: the runtime is a gene, the front mixes both)"),
     device: str = typer.Option("cpu", help="target device"),
     generations: int = typer.Option(8, help="NSGA-II generations after the first population"),
     population: int = typer.Option(8, help="candidates per generation"),
@@ -87,20 +90,24 @@ def optimize(
         f"{results['trials']} trials ({results['failed']} failed) in {results['elapsed_s']:.0f}s",
         markup=False, highlight=False)
     out = Path(results["run_config"]["output"] or "") if results["run_config"]["output"] else None
+    if len(results.get("baselines", {})) > 1:
+        p50 = {r: b["latency_ms"]["p50"] for r, b in results["baselines"].items()}
+        console.print("FP32 baselines: " + ", ".join(f"{r} {v:.4f} ms" for r, v in p50.items())
+                      + f"; {results['faster_baseline']} is faster (ratios are to it)",
+                      markup=False, highlight=False)
     console.print(f"results: {out or 'see above'}", markup=False, highlight=False)
 
 
 @app.command()
 def bench(
-    artifact: Path = typer.Argument(..., help="ONNX model file"),
-    runtime: str = typer.Option("onnxruntime"),
+    artifact: Path = typer.Argument(..., help="ONNX model file, or OpenVINO IR .xml with --runtime openvino"),
+    runtime: str = typer.Option("onnxruntime", help="onnxruntime | openvino (f32 inference precision)"),
     batch: str = typer.Option("1", help="comma-separated batch sizes, e.g. 1,8,32"),
     threads: int = typer.Option(1, help="intra-op threads"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """Measure any ONNX file with petra's timing loop."""
+    """Measure any ONNX file (or OpenVINO IR) with petra's timing loop."""
     import numpy as np
-    import onnx
 
     from petra.profilers import machine, time_calls
     from petra.runtimes import get_runtime
@@ -116,8 +123,7 @@ def bench(
             raise ConfigError(f"batch sizes must be positive, got {batch!r}")
         rt = get_runtime(runtime)
         session = rt.compile(artifact, threads=threads)
-        inp = onnx.load(str(artifact), load_external_data=False).graph.input[0]
-        dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
+        dims = _input_dims(artifact)
         rows = []
         for b in sizes:
             x = np.random.default_rng(0).standard_normal([b] + dims[1:]).astype(np.float32)
@@ -138,6 +144,18 @@ def bench(
                       f"{r['ci95_low']:.4f}-{r['ci95_high']:.4f}", str(r["runs"]),
                       f"{r['throughput_sps']:.0f}")
     console.print(table)
+
+
+def _input_dims(artifact: Path) -> list[int]:
+    """The first input's shape with dynamic dimensions as 1 (ONNX read by onnx, IR by OpenVINO)."""
+    if artifact.suffix == ".xml":
+        from petra.runtimes.openvino import input_shape
+
+        return [d or 1 for d in input_shape(artifact)]
+    import onnx
+
+    inp = onnx.load(str(artifact), load_external_data=False).graph.input[0]
+    return [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
 
 
 @app.command()

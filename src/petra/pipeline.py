@@ -2,7 +2,8 @@
 
 The torch stage (prune + regularized fine-tune + FP32 export) is the expensive part; its output
 is cached by ``CandidateConfig.torch_key`` so that candidates differing only in quantization or
-runtime genes reuse it and never retrain.
+runtime genes reuse it and never retrain. After it, the candidate's ``runtime`` gene picks the
+back half: ORT's quantizer and an ONNX file, or NNCF and an OpenVINO IR.
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ from torch import nn
 from petra.compression.pruning import prune
 from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation
 from petra.compression.training import fit
-from petra.errors import CandidateError, TrainError
-from petra.exporters import Artifact, Precision, export_onnx, quantize
+from petra.errors import CandidateError, CompileError, TrainError
+from petra.exporters import (
+    AccuracyControl,
+    Artifact,
+    Precision,
+    export_onnx,
+    quantize,
+    quantize_nncf,
+    to_ir,
+)
 from petra.models.base import Task
-from petra.optimizer.genome import CandidateConfig, Regularizer
+from petra.optimizer.genome import OPENVINO, CandidateConfig, Regularizer
 from petra.profilers import Measurement, TimingPolicy, evaluate_metric, measure
 from petra.runtimes.base import Runtime, Session
 
@@ -55,8 +64,13 @@ class CandidateBuilder:
         calibration_size: int = 256,
         seed: int = 0,
         log: Callable[[str], None] = lambda s: None,
+        runtimes: dict[str, Runtime] | None = None,
+        max_drop: float = 1.0,
     ) -> None:
         self.task, self.teacher, self.runtime = task, teacher.eval(), runtime
+        #: every runtime a candidate may name in its ``runtime`` gene (``--runtime auto``)
+        self.runtimes = {runtime.name: runtime} | dict(runtimes or {})
+        self.max_drop = max_drop
         self.workdir = Path(workdir)
         self.throughput_batch, self.policy, self.seed, self.log = throughput_batch, policy, seed, log
         rng = np.random.default_rng(seed)
@@ -109,6 +123,10 @@ class CandidateBuilder:
         timings = {} if timings is None else timings
         fp32 = self.torch_stage(cfg, timings)
         t0 = time.perf_counter()
+        if cfg.runtime == OPENVINO:
+            art = self._build_openvino(cfg, fp32)
+            timings["quantize_s"] = time.perf_counter() - t0
+            return art
         art = quantize(
             fp32, self.workdir / "trials" / cfg.key / "model.onnx", precision=cfg.precision,
             calibration=cfg.calibration, per_channel=cfg.per_channel,
@@ -117,8 +135,27 @@ class CandidateBuilder:
         timings["quantize_s"] = time.perf_counter() - t0
         return art
 
+    def _build_openvino(self, cfg: CandidateConfig, fp32: Artifact) -> Artifact:
+        """FP32 IR, or NNCF INT8 IR calibrated on the same samples as ORT's quantizer."""
+        dst = self.workdir / "trials" / cfg.key / "model.xml"
+        if cfg.precision is not Precision.INT8_STATIC:
+            return to_ir(fp32, dst)
+        control = None
+        if cfg.nncf_accuracy_control:
+            val = self.task.val
+            control = AccuracyControl(val.x, val.y, self.task.metric, self.max_drop)
+        return quantize_nncf(fp32, dst, calibration_data=self.calibration, preset=cfg.nncf_preset,
+                             subset_size=cfg.nncf_subset, fast_bias_correction=cfg.nncf_fast_bias,
+                             accuracy_control=control)
+
+    def runtime_for(self, cfg: CandidateConfig) -> Runtime:
+        rt = self.runtimes.get(cfg.runtime)
+        if rt is None:
+            raise CompileError(f"runtime {cfg.runtime!r} is not part of this search")
+        return rt
+
     def compile(self, cfg: CandidateConfig, artifact: Artifact) -> Session:
-        return self.runtime.compile(artifact.path, graph_opt=cfg.graph_opt, threads=cfg.threads)
+        return self.runtime_for(cfg).compile(artifact.path, **cfg.runtime_settings())
 
     def measure(
         self, session: Session, artifact: Artifact, policy: TimingPolicy | None = None
