@@ -56,6 +56,10 @@ def _one_line(exc: Exception) -> str:
     return (reasons or lines or [type(exc).__name__])[-1]
 
 
+def _lower(value: object) -> str:
+    return value.value if isinstance(value, Enum) else str(value).lower()
+
+
 class OvSession(Session):
     def __init__(self, compiled, settings: dict[str, Any], compile_s: float) -> None:
         import openvino as ov
@@ -131,13 +135,13 @@ class OpenVinoRuntime(Runtime):
     ) -> OvSession:
         """``streams=0`` lets the hint choose; ``threads`` is OpenVINO's total thread count."""
         try:
-            hint = Hint(str(hint).lower())
+            hint = Hint(_lower(hint))
         except ValueError:
             raise ConfigError(
                 f"unknown performance hint {hint!r}; use one of {', '.join(h.value for h in Hint)}"
             ) from None
         try:
-            precision = InferencePrecision(str(precision).lower())
+            precision = InferencePrecision(_lower(precision))
         except ValueError:
             raise ConfigError(
                 f"unsupported inference precision {precision!r}; use one of "
@@ -171,12 +175,13 @@ class OpenVinoRuntime(Runtime):
         except Exception as exc:
             raise CompileError(f"openvino could not compile {model_path.name}: {_one_line(exc)}") from exc
         compile_s = time.perf_counter() - t0
-        applied = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        applied = compiled.get_property("INFERENCE_PRECISION_HINT")
+        applied = applied.to_string() if hasattr(applied, "to_string") else str(applied)
         settings = {
             "hint": str(compiled.get_property("PERFORMANCE_HINT")).rsplit(".", 1)[-1].lower(),
             "streams": int(compiled.get_property("NUM_STREAMS")),
             "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
-            "precision": {"float32": "f32", "bf16": "bf16", "float16": "f16"}.get(applied, applied),
+            "precision": applied,
             "device": "CPU",
         }
         return OvSession(compiled, settings, compile_s)
