@@ -40,6 +40,7 @@ class AccuracyControl:
     metric: Callable[[np.ndarray, np.ndarray], float]
     max_drop: float
     batch: int = 256
+    max_iterations: int = 16  # layers reverted to float at most, so one candidate stays bounded
 
 
 def _save_ir(model, dst: Path) -> Artifact:
@@ -124,6 +125,7 @@ def quantize_nncf(
 
 def _quantize_with_accuracy_control(model, calibration, ac: AccuracyControl, options: dict):
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     batches = [(ac.x[i : i + ac.batch], ac.y[i : i + ac.batch]) for i in range(0, len(ac.x), ac.batch)]
     validation = nncf.Dataset(batches, lambda item: np.ascontiguousarray(item[0], dtype=np.float32))
@@ -133,7 +135,9 @@ def _quantize_with_accuracy_control(model, calibration, ac: AccuracyControl, opt
         out = [compiled(np.ascontiguousarray(x, dtype=np.float32))[compiled.output(0)] for x, _ in data]
         return float(ac.metric(np.concatenate(out), np.concatenate([y for _, y in data])))
 
+    # one ranking worker: NNCF's default pool compiled in parallel and took minutes on 2 busy cores
+    restorer = AdvancedAccuracyRestorerParameters(max_num_iterations=ac.max_iterations, num_ranking_workers=1)
     return nncf.quantize_with_accuracy_control(
         model, calibration, validation, validate, max_drop=ac.max_drop,
-        drop_type=nncf.DropType.ABSOLUTE, **options,
+        drop_type=nncf.DropType.ABSOLUTE, advanced_accuracy_restorer_parameters=restorer, **options,
     )
