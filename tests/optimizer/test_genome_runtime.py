@@ -38,6 +38,12 @@ def test_openvino_fp32_ignores_nncf_genes_and_dynamic_int8_is_fp32():
     assert CandidateConfig(runtime=OPENVINO, ov_precision=InferencePrecision.BF16).key != fp32.key
 
 
+def test_more_streams_than_threads_is_the_same_config():
+    two = CandidateConfig(runtime=OPENVINO, ov_streams=2, threads=1)
+    assert two.key == CandidateConfig(runtime=OPENVINO, ov_streams=1, threads=1).key
+    assert CandidateConfig(runtime=OPENVINO, ov_streams=2, threads=2).canonical().ov_streams == 2
+
+
 def test_runtime_splits_keys_but_not_the_torch_stage():
     a = CandidateConfig(prune_ratio=0.5, epochs=2)
     b = CandidateConfig(prune_ratio=0.5, epochs=2, runtime=OPENVINO)

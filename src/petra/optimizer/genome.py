@@ -86,6 +86,8 @@ class CandidateConfig:
         if c.runtime != OPENVINO:
             return reset(c, self.OV_GENES + self.NNCF_GENES)
         c = reset(c, self.ORT_GENES)
+        if c.ov_streams > c.threads:  # OpenVINO clamps streams to threads (read back: 2 -> 1)
+            c = replace(c, ov_streams=c.threads)
         if c.precision is Precision.INT8_DYNAMIC:  # weight-only INT8 has no OpenVINO conv kernel
             c = replace(c, precision=Precision.FP32)
         if c.precision is Precision.FP32:
