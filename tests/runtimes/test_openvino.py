@@ -82,3 +82,13 @@ def test_precision_not_native_is_refused(tiny_onnx):
         pytest.skip("this CPU runs every precision natively")
     with pytest.raises(ConfigError, match="not native"):
         OpenVinoRuntime().compile(tiny_onnx.path, precision=missing[0])
+
+
+def test_same_array_mutated_in_place_is_read_again(tiny_onnx, tiny_task, tiny_teacher):
+    """The input tensor is bound once per array: an in-place change must still be seen."""
+    session = OpenVinoRuntime().compile(tiny_onnx.path)
+    x = np.ascontiguousarray(tiny_task.val.x[:1])
+    first = session.run(x)
+    x[...] = tiny_task.val.x[1:2]
+    np.testing.assert_allclose(session.run(x), _ref(tiny_teacher, tiny_task.val.x[1:2]), atol=1e-4)
+    assert not np.allclose(first, session.run(x))
