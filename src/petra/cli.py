@@ -39,6 +39,8 @@ def front_table(results: dict) -> Table:
         c = e["config"]
         desc = (f"p{c['prune_ratio']:.1f} e{c['epochs']} {c['regularizer']} "
                 f"{c['precision'].replace('int8_', 'i8')} {c['threads']}t")
+        if c.get("runtime", "onnxruntime") != "onnxruntime" or len(results.get("runtimes", [])) > 1:
+            desc = ("ov " if c.get("runtime") == "openvino" else "ort ") + desc
         mark = " *" if e["key"] == best_key else ""
         lat, b = e["latency_ms"], base
         table.add_row(
@@ -71,13 +73,19 @@ def print_summary(results: dict) -> None:
         f"throughput {r['throughput']:.2f}x, test drop {r['metric_drop_test']:.2f} points; "
         f"{results['trials']} trials ({results['failed']} failed) in {results['elapsed_s']:.0f}s",
         markup=False, highlight=False, soft_wrap=True)
+    if len(results.get("baselines", {})) > 1:
+        p50 = {r: b["latency_ms"]["p50"] for r, b in results["baselines"].items()}
+        console.print("FP32 baselines: " + ", ".join(f"{r} {v:.4f} ms" for r, v in p50.items())
+                      + f"; {results['faster_baseline']} is faster (ratios are to it)",
+                      markup=False, highlight=False)
 
 
 @app.command()
 def optimize(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file; flags override it"),
     task: Optional[str] = typer.Option(None, help="built-in task name or 'module:function' [digits]"),
-    runtime: Optional[str] = typer.Option(None, help="target runtime [onnxruntime]"),
+    runtime: Optional[str] = typer.Option(
+        None, help="onnxruntime | openvino | auto (the runtime becomes a gene) [onnxruntime]"),
     device: Optional[str] = typer.Option(None, help="target device [cpu]"),
     generations: Optional[int] = typer.Option(None, help="NSGA-II generations [8]"),
     population: Optional[int] = typer.Option(None, help="candidates per generation [8]"),
@@ -227,8 +235,8 @@ def bench_table(report: dict) -> Table:
 
 @app.command()
 def bench(
-    artifact: Path = typer.Argument(..., help="ONNX model file (or OpenVINO IR .xml)"),
-    runtime: str = typer.Option("onnxruntime", help="runtime to measure on"),
+    artifact: Path = typer.Argument(..., help="ONNX model file, or OpenVINO IR .xml"),
+    runtime: str = typer.Option("onnxruntime", help="onnxruntime | openvino (f32 inference precision)"),
     batch: str = typer.Option("1", help="comma-separated batch sizes, e.g. 1,8,32"),
     threads: int = typer.Option(1, help="intra-op threads (pinned in the measurement worker)"),
     spinning: Optional[bool] = typer.Option(

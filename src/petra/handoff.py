@@ -14,12 +14,37 @@ from typing import Any
 import onnx
 
 from petra.errors import ConfigError
+from petra.exporters.artifact import Artifact
 
 
 def _input_shape(model_path: Path) -> tuple[str, list[int]]:
+    if model_path.suffix == ".xml":
+        from petra.runtimes.openvino import core
+
+        inp = core().read_model(str(model_path)).input(0)
+        return inp.get_any_name(), [d.get_length() if d.is_static else 1 for d in inp.get_partial_shape()]
     inp = onnx.load(str(model_path), load_external_data=False).graph.input[0]
     dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
     return inp.name, dims
+
+
+def openvino_usage(model_file: str, settings: dict[str, Any], input_name: str, shape: list[int]) -> str:
+    config = {"PERFORMANCE_HINT": str(settings.get("hint", "latency")).upper(),
+              "INFERENCE_NUM_THREADS": str(settings.get("threads", 1)),
+              "INFERENCE_PRECISION_HINT": str(settings.get("precision", "f32"))}
+    if settings.get("streams"):
+        config["NUM_STREAMS"] = str(settings["streams"])
+    return f"""```python
+import numpy as np
+import openvino as ov
+
+compiled = ov.Core().compile_model("{model_file}", "CPU", {config!r})
+request = compiled.create_infer_request()
+
+x = np.zeros({tuple(shape)}, dtype=np.float32)  # input "{input_name}"; the batch dimension is dynamic
+outputs = request.infer([x])[compiled.output(0)]
+print(outputs.shape)
+```"""
 
 
 def ort_usage(model_file: str, settings: dict[str, Any], input_name: str, shape: list[int]) -> str:
@@ -52,8 +77,9 @@ def write_handoff(dst: Path, run_dir: Path, entry: dict[str, Any], results: dict
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     model_file = "model" + src.suffix
-    if src.resolve() != (dst / model_file).resolve():
-        shutil.copyfile(src, dst / model_file)
+    for f in Artifact.of(src).files:  # an OpenVINO IR is .xml + .bin
+        if f.resolve() != (dst / ("model" + f.suffix)).resolve():
+            shutil.copyfile(f, dst / ("model" + f.suffix))
     baseline = results.get("baseline") or {}
     manifest = {
         "petra_version": results.get("petra_version"),
@@ -93,7 +119,7 @@ test {metric.get('test', float('nan')):.2f}.
 
 Load and run it exactly as it was measured:
 
-{ort_usage(model_file, settings, input_name, shape)}
+{(openvino_usage if src.suffix == ".xml" else ort_usage)(model_file, settings, input_name, shape)}
 
 `manifest.json` holds the full config, the figures with their confidence intervals, the
 library versions and the hardware fingerprint.

@@ -2,7 +2,8 @@
 
 The torch stage (prune + regularized fine-tune + FP32 export) is the expensive part; its output
 is cached by ``CandidateConfig.torch_key`` so that candidates differing only in quantization or
-runtime genes reuse it and never retrain.
+runtime genes reuse it and never retrain. After it, the candidate's ``runtime`` gene picks the
+back half: ORT's quantizer and an ONNX file, or NNCF and an OpenVINO IR.
 """
 
 from __future__ import annotations
@@ -23,10 +24,18 @@ from torch import nn
 from petra.compression.pruning import prune
 from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation
 from petra.compression.training import fit
-from petra.errors import CandidateError, TrainError
-from petra.exporters import Artifact, Precision, export_onnx, quantize
+from petra.errors import CandidateError, CompileError, TrainError
+from petra.exporters import (
+    AccuracyControl,
+    Artifact,
+    Precision,
+    export_onnx,
+    quantize,
+    quantize_nncf,
+    to_ir,
+)
 from petra.models.base import Split, Task, default_cache_dir
-from petra.optimizer.genome import CandidateConfig, Regularizer
+from petra.optimizer.genome import OPENVINO, CandidateConfig, Regularizer
 from petra.profilers import (
     IsolatedMeasurer,
     Measurement,
@@ -103,8 +112,13 @@ class CandidateBuilder:
         on_stage: Callable[[str], None] = lambda s: None,
         stage_cache: bool = True,
         measurer: IsolatedMeasurer | None = None,
+        runtimes: dict[str, Runtime] | None = None,
+        max_drop: float = 1.0,
     ) -> None:
         self.task, self.teacher, self.runtime = task, teacher.eval(), runtime
+        #: every runtime a candidate may name in its ``runtime`` gene (``--runtime auto``)
+        self.runtimes = {runtime.name: runtime} | dict(runtimes or {})
+        self.max_drop = max_drop
         self.workdir = Path(workdir)
         self.throughput_batch, self.policy, self.seed, self.log = throughput_batch, policy, seed, log
         self.on_stage = on_stage
@@ -118,9 +132,11 @@ class CandidateBuilder:
         self._built_here: set[str] = set()
         #: every timing runs in this worker process, one at a time (see profilers.isolated)
         self.measurer = measurer or IsolatedMeasurer()
-        # the worker finds the runtime by registry name, or by import path if it is not registered
-        name = runtime.name
-        self._runtime_ref = name if RUNTIMES.get(name) is type(runtime) else runtime_ref(runtime)
+        # the worker finds a runtime by registry name, or by import path if it is not registered
+        self._runtime_refs = {
+            name: name if RUNTIMES.get(name) is type(rt) else runtime_ref(rt)
+            for name, rt in self.runtimes.items()
+        }
 
     # -- stages ---------------------------------------------------------------------------
     def stage_key(self, cfg: CandidateConfig, fidelity: Fidelity | None = None) -> str:
@@ -184,8 +200,13 @@ class CandidateBuilder:
         fp32 = self.torch_stage(cfg, timings, fidelity)
         t0 = time.perf_counter()
         self.on_stage("quantize")
+        folder = self.workdir / "trials" / (cfg.key + ("-low" if fidelity else ""))
+        if cfg.runtime == OPENVINO:
+            art = self._build_openvino(cfg, fp32, folder / "model.xml")
+            timings["quantize_s"] = time.perf_counter() - t0
+            return art
         art = quantize(
-            fp32, self.workdir / "trials" / (cfg.key + ("-low" if fidelity else "")) / "model.onnx",
+            fp32, folder / "model.onnx",
             precision=cfg.precision,
             calibration=cfg.calibration, per_channel=cfg.per_channel,
             calibration_data=self.calibration if cfg.precision is Precision.INT8_STATIC else None,
@@ -193,16 +214,32 @@ class CandidateBuilder:
         timings["quantize_s"] = time.perf_counter() - t0
         return art
 
-    @staticmethod
-    def runtime_settings(cfg: CandidateConfig) -> dict:
-        return {"graph_opt": cfg.graph_opt, "threads": cfg.threads}
+    def _build_openvino(self, cfg: CandidateConfig, fp32: Artifact, dst: Path) -> Artifact:
+        """FP32 IR, or NNCF INT8 IR calibrated on the same samples as ORT's quantizer."""
+        if cfg.precision is not Precision.INT8_STATIC:
+            return to_ir(fp32, dst)
+        control = None
+        if cfg.nncf_accuracy_control:
+            val = self.task.val
+            control = AccuracyControl(val.x, val.y, self.task.metric, self.max_drop)
+        return quantize_nncf(fp32, dst, calibration_data=self.calibration, preset=cfg.nncf_preset,
+                             subset_size=cfg.nncf_subset, fast_bias_correction=cfg.nncf_fast_bias,
+                             accuracy_control=control)
+
+    def runtime_for(self, cfg: CandidateConfig) -> Runtime:
+        rt = self.runtimes.get(cfg.runtime)
+        if rt is None:
+            raise CompileError(f"runtime {cfg.runtime!r} is not part of this search")
+        return rt
+
 
     def measure(
         self, cfg: CandidateConfig, artifact: Artifact, policy: TimingPolicy | None = None,
         eval_inputs: tuple[Path, ...] = (),
     ) -> Measurement:
         """Latency (batch 1) and throughput on real validation inputs, in the isolated worker."""
-        req = MeasureRequest(artifact.path, self._runtime_ref, self.runtime_settings(cfg),
+        self.runtime_for(cfg)  # a runtime outside this search is this candidate's error
+        req = MeasureRequest(artifact.path, self._runtime_refs[cfg.runtime], cfg.runtime_settings(),
                              sample=self.task.val.x[:64], batches=(1, self.throughput_batch),
                              policy=policy or self.policy, size_bytes=artifact.size_bytes,
                              eval_inputs=eval_inputs)

@@ -78,6 +78,8 @@ def trial_line(e: dict[str, Any]) -> str:
     c = e["config"]
     desc = (f"prune={c['prune_ratio']:.1f} ep={c['epochs']} reg={c['regularizer']} "
             f"{c['precision']} thr={c['threads']}")
+    if c.get("runtime", "onnxruntime") != "onnxruntime":
+        desc = f"ov {desc} {c.get('ov_precision', '')}"
     if e.get("latency_ms") is None:
         return f"  #{e['trial']:<3} {desc:<48} FAIL  {e.get('reason')}"
     m = e["metric"]

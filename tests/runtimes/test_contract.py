@@ -1,12 +1,29 @@
-"""One contract every runtime backend passes (a parametrized fixture over ``RUNTIMES``)."""
+"""THE contract every runtime backend passes: one suite, a parametrized fixture over ``RUNTIMES``.
+
+A new backend registers in ``RUNTIMES`` and adds one row to ``CONTRACT`` (settings that differ
+from its defaults, and settings it must refuse); ``test_every_runtime_has_a_contract_row``
+fails until it does, so no backend can skip the suite.
+"""
 
 import numpy as np
 import pytest
 import torch
 
-from petra.errors import CompileError, ConfigError
+from petra.errors import CandidateError, CompileError, ConfigError
 from petra.runtimes import RUNTIMES, get_runtime
 from petra.runtimes.base import Session
+
+#: runtime -> (non-default settings and what the session must report for them, refused settings)
+CONTRACT = {
+    "onnxruntime": (
+        {"graph_opt": "basic", "threads": 2},
+        [{"threads": 0}, {"graph_opt": "turbo"}],
+    ),
+    "openvino": (
+        {"hint": "throughput", "streams": 2, "threads": 2, "precision": "f32"},
+        [{"threads": 0}, {"hint": "fastest"}, {"precision": "int4"}, {"streams": -1}],
+    ),
+}
 
 
 @pytest.fixture(params=sorted(RUNTIMES))
@@ -17,31 +34,79 @@ def runtime(request):
     return get_runtime(request.param)
 
 
+def _torch(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def test_every_runtime_has_a_contract_row():
+    assert set(CONTRACT) == set(RUNTIMES)
+
+
 def test_compile_and_run_matches_torch(runtime, tiny_task, tiny_teacher, tiny_onnx):
     session = runtime.compile(tiny_onnx.path)
     assert isinstance(session, Session) and session.compile_s >= 0
     x = tiny_task.val.x[:16]
-    with torch.no_grad():
-        ref = tiny_teacher(torch.from_numpy(x)).numpy()
+    ref = _torch(tiny_teacher, x)
     np.testing.assert_allclose(session.run(x), ref, atol=1e-4)
+    np.testing.assert_allclose(session.run(x[:1]), ref[:1], atol=1e-4)  # batch 1: the latency call
     np.testing.assert_allclose(session.run_batched(tiny_task.val.x, batch=50)[:16], ref, atol=1e-4)
 
 
-def test_settings_are_applied_and_reported(runtime, tiny_onnx):
-    session = runtime.compile(tiny_onnx.path, threads=2)
-    assert session.settings["threads"] == 2
+def test_outputs_are_not_overwritten_by_the_next_call(runtime, tiny_task, tiny_onnx):
+    """A session reusing its output buffer must hand out copies, or a metric mixes batches."""
+    session = runtime.compile(tiny_onnx.path)
+    a = session.run(tiny_task.val.x[:4])
+    a_copy = a.copy()
+    session.run(tiny_task.val.x[4:8])
+    np.testing.assert_array_equal(a, a_copy)
+
+
+def test_settings_are_applied_and_reported(runtime, tiny_task, tiny_teacher, tiny_onnx):
+    settings, _ = CONTRACT[runtime.name]
+    session = runtime.compile(tiny_onnx.path, **settings)
+    for k, v in settings.items():
+        assert session.settings[k] == v, k
+    # non-default settings still compute the same function (f32 everywhere in the row)
+    x = tiny_task.val.x[:40]
+    np.testing.assert_allclose(session.run(x), _torch(tiny_teacher, x), atol=1e-4)
+
+
+def test_default_settings_are_reported(runtime, tiny_onnx):
+    session = runtime.compile(tiny_onnx.path)
+    assert session.settings["threads"] == 1
+    assert set(CONTRACT[runtime.name][0]) <= set(session.settings)
 
 
 def test_bad_model_raises_typed_error(runtime, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not a model")
-    with pytest.raises(CompileError):
+    with pytest.raises(CompileError) as info:
         runtime.compile(bad)
+    assert "\n" not in str(info.value)  # recorded as the trial's one-line reason
+
+
+def test_missing_model_raises_typed_error(runtime, tmp_path):
+    with pytest.raises(CompileError):
+        runtime.compile(tmp_path / "absent.onnx")
 
 
 def test_bad_settings_raise_config_error(runtime, tiny_onnx):
-    with pytest.raises(ConfigError):
-        runtime.compile(tiny_onnx.path, threads=0)
+    for bad in CONTRACT[runtime.name][1]:
+        with pytest.raises(ConfigError) as info:
+            runtime.compile(tiny_onnx.path, **bad)
+        assert "\n" not in str(info.value), bad
+
+
+def test_wrong_input_shape_is_a_candidate_error(runtime, tiny_onnx):
+    session = runtime.compile(tiny_onnx.path)
+    with pytest.raises(CandidateError):
+        session.run(np.zeros((1, 3, 5, 5), dtype=np.float32))
+
+
+def test_versions_name_the_library(runtime):
+    v = runtime.versions()
+    assert v and all(isinstance(x, str) and x[0].isdigit() for x in v.values())
 
 
 def test_unknown_runtime():

@@ -1,7 +1,9 @@
-"""torch -> ONNX export and ONNX -> quantized ONNX; every output is a hashed ``Artifact``."""
+"""torch -> ONNX export, ONNX -> quantized ONNX (ORT) or IR (OpenVINO, NNCF); hashed ``Artifact``s."""
 
 from petra.exporters.artifact import Artifact, sha256_file
 from petra.exporters.onnx_export import export_onnx
+from petra.exporters.openvino_quant import AccuracyControl, NncfPreset, quantize_nncf, to_ir
 from petra.exporters.quantize import Calibration, Precision, quantize
 
-__all__ = ["Artifact", "Calibration", "Precision", "export_onnx", "quantize", "sha256_file"]
+__all__ = ["AccuracyControl", "Artifact", "Calibration", "NncfPreset", "Precision", "export_onnx", "quantize",
+           "quantize_nncf", "sha256_file", "to_ir"]

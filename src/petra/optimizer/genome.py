@@ -4,7 +4,9 @@ A genome is a tuple of integer indices, one per gene, into the choices of the ``
 categorical genes stay categorical under PyGAD's crossover and mutation. Decoding
 *canonicalises* the config — genes that cannot matter (calibration of an FP32 model, pruning
 importance at ratio 0, ...) are reset to a fixed value — so that configs that would build the
-same artifact share one hash and are never evaluated twice.
+same artifact share one hash and are never evaluated twice. The runtime is a gene too: genes
+that only the other runtime reads are reset, and an ONNX Runtime config hashes exactly as it
+did before OpenVINO genes existed.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from enum import Enum
 
 from petra.compression.pruning import Importance
 from petra.errors import ConfigError
+from petra.exporters.openvino_quant import NncfPreset
 from petra.exporters.quantize import Calibration, Precision
-from petra.runtimes.onnxruntime import GraphOpt
+from petra.runtimes.onnxruntime import GraphOpt, OnnxRuntime
+from petra.runtimes.openvino import Hint, InferencePrecision, OpenVinoRuntime
+
+ORT, OPENVINO = OnnxRuntime.name, OpenVinoRuntime.name
 
 
 class Regularizer(str, Enum):
@@ -40,9 +46,21 @@ class CandidateConfig:
     per_channel: bool = True
     graph_opt: GraphOpt = GraphOpt.ALL
     threads: int = 1
+    runtime: str = ORT
+    ov_hint: Hint = Hint.LATENCY
+    ov_streams: int = 1
+    ov_precision: InferencePrecision = InferencePrecision.F32
+    nncf_preset: NncfPreset = NncfPreset.PERFORMANCE
+    nncf_subset: int = 256
+    nncf_fast_bias: bool = True
+    nncf_accuracy_control: bool = False
 
     #: genes that only the torch stage (prune + fine-tune) reads
     TORCH_GENES = ("prune_ratio", "importance", "round_to", "epochs", "lr", "regularizer", "reg_weight")
+    #: genes that only one runtime reads (ORT's quantizer and session; OpenVINO's compile; NNCF)
+    ORT_GENES = ("graph_opt", "calibration", "per_channel")
+    OV_GENES = ("ov_hint", "ov_streams", "ov_precision")
+    NNCF_GENES = ("nncf_preset", "nncf_subset", "nncf_fast_bias", "nncf_accuracy_control")
 
     def canonical(self) -> CandidateConfig:
         d = CandidateConfig()
@@ -57,7 +75,31 @@ class CandidateConfig:
             c = replace(c, calibration=d.calibration, per_channel=d.per_channel)
         elif c.precision is Precision.INT8_DYNAMIC:
             c = replace(c, calibration=d.calibration)
+        return c._canonical_runtime()
+
+    def _canonical_runtime(self) -> CandidateConfig:
+        d, c = CandidateConfig(), self
+
+        def reset(cfg: CandidateConfig, genes: tuple[str, ...]) -> CandidateConfig:
+            return replace(cfg, **{g: getattr(d, g) for g in genes})
+
+        if c.runtime != OPENVINO:
+            return reset(c, self.OV_GENES + self.NNCF_GENES)
+        c = reset(c, self.ORT_GENES)
+        if c.ov_streams > c.threads:  # OpenVINO clamps streams to threads (read back: 2 -> 1)
+            c = replace(c, ov_streams=c.threads)
+        if c.precision is Precision.INT8_DYNAMIC:  # weight-only INT8 has no OpenVINO conv kernel
+            c = replace(c, precision=Precision.FP32)
+        if c.precision is Precision.FP32:
+            c = reset(c, self.NNCF_GENES)
         return c
+
+    def runtime_settings(self) -> dict:
+        """The keyword settings of ``Runtime.compile`` for this config's runtime."""
+        if self.runtime == OPENVINO:
+            return {"hint": self.ov_hint, "streams": self.ov_streams, "threads": self.threads,
+                    "precision": self.ov_precision}
+        return {"graph_opt": self.graph_opt, "threads": self.threads}
 
     def to_json(self) -> dict:
         return {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(self).items()}
@@ -70,7 +112,8 @@ class CandidateConfig:
             if k not in types:
                 raise ConfigError(f"unknown config key {k!r}")
             enum = {"importance": Importance, "regularizer": Regularizer, "precision": Precision,
-                    "calibration": Calibration, "graph_opt": GraphOpt}.get(k)
+                    "calibration": Calibration, "graph_opt": GraphOpt, "ov_hint": Hint,
+                    "ov_precision": InferencePrecision, "nncf_preset": NncfPreset}.get(k)
             kwargs[k] = enum(v) if enum else v
         return cls(**kwargs)
 
@@ -81,7 +124,10 @@ class CandidateConfig:
     @property
     def key(self) -> str:
         """Stable hash of the canonical config: equal keys build equal artifacts."""
-        return self._digest({f.name for f in fields(self)})
+        names = {f.name for f in fields(self)}
+        if self.runtime == ORT:  # hash as before the runtime gene existed: old keys stay valid
+            names -= {"runtime", *self.OV_GENES, *self.NNCF_GENES}
+        return self._digest(names)
 
     @property
     def torch_key(self) -> str:
@@ -105,6 +151,14 @@ class SearchSpace:
     per_channel: tuple[bool, ...] = (False, True)
     graph_opt: tuple[GraphOpt, ...] = (GraphOpt.BASIC, GraphOpt.EXTENDED, GraphOpt.ALL)
     threads: tuple[int, ...] = (1,)
+    runtime: tuple[str, ...] = (ORT,)
+    ov_hint: tuple[Hint, ...] = tuple(Hint)
+    ov_streams: tuple[int, ...] = (1, 2)
+    ov_precision: tuple[InferencePrecision, ...] = (InferencePrecision.F32, InferencePrecision.BF16)
+    nncf_preset: tuple[NncfPreset, ...] = tuple(NncfPreset)
+    nncf_subset: tuple[int, ...] = (64, 128, 256)
+    nncf_fast_bias: tuple[bool, ...] = (True, False)
+    nncf_accuracy_control: tuple[bool, ...] = (False,)
 
     def __post_init__(self) -> None:
         for f in fields(self):

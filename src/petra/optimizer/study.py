@@ -13,16 +13,17 @@ import os
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from petra import __version__
 from petra.compression.pruning import Importance
 from petra.config import RunConfig, ensure_writable
 from petra.errors import CandidateError, ConfigError
-from petra.exporters import Calibration, Precision
+from petra.exporters import Artifact, Calibration, Precision
 from petra.handoff import write_handoff
 from petra.models.base import Task, get_task
-from petra.optimizer.genome import CandidateConfig, Regularizer, SearchSpace
+from petra.optimizer.genome import OPENVINO, ORT, CandidateConfig, Regularizer, SearchSpace
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import (
     FAILED,
@@ -36,22 +37,33 @@ from petra.optimizer.store import StudyStore
 from petra.pipeline import LOW_FIDELITY, CandidateBuilder, Fidelity
 from petra.profilers import Measurement, TimingPolicy, machine, versions
 from petra.progress import Fanout, PlainProgress, Progress
-from petra.runtimes import get_runtime
+from petra.runtimes import InferencePrecision, OpenVinoRuntime, get_runtimes
 
 SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
 FINAL_POLICY = TimingPolicy(rel_ci=0.01, min_runs=50, max_time_s=1.0)
 FINAL_ROUNDS = 2
 
 
-def seed_configs(threads: int) -> list[CandidateConfig]:
+def seed_configs(threads: int, runtime: str = ORT) -> list[CandidateConfig]:
     """The FP32 baseline, INT8 post-training quantization alone, and prune-50% + KD + INT8."""
     return [
-        CandidateConfig(threads=threads),
-        CandidateConfig(precision=Precision.INT8_STATIC, calibration=Calibration.MINMAX, threads=threads),
+        CandidateConfig(threads=threads, runtime=runtime),
+        CandidateConfig(precision=Precision.INT8_STATIC, calibration=Calibration.MINMAX, threads=threads,
+                        runtime=runtime),
         CandidateConfig(prune_ratio=0.5, importance=Importance.L2, round_to=8, epochs=4, lr=1e-3,
                         regularizer=Regularizer.KD, reg_weight=0.75,
-                        precision=Precision.INT8_STATIC, threads=threads),
+                        precision=Precision.INT8_STATIC, threads=threads, runtime=runtime),
     ]
+
+
+def default_space(runtimes: tuple[str, ...], n_threads: int) -> SearchSpace:
+    """Threads up to the cores; runtime a gene of its own; only precisions this CPU runs natively."""
+    kwargs: dict = {"threads": tuple(range(1, n_threads + 1)), "runtime": runtimes}
+    if OPENVINO in runtimes:
+        native = OpenVinoRuntime.supported_precisions()
+        kwargs["ov_precision"] = tuple(p for p in SearchSpace().ov_precision if p in native) or (
+            InferencePrecision.F32,)
+    return SearchSpace(**kwargs)
 
 
 class Study:
@@ -73,14 +85,20 @@ class Study:
             self.progress = Fanout(self.progress, MlflowProgress(cfg.mlflow_uri))
         self.log = self.progress.message
         self.out = ensure_writable(cfg.output_dir())
-        self.runtime = get_runtime(cfg.runtime)
+        #: every runtime of the search (several with --runtime auto); the first names the run
+        self.runtimes = get_runtimes(cfg.runtime)
+        self.runtime = next(iter(self.runtimes.values()))
         self.task = task or get_task(cfg.task)
         cores = len(os.sched_getaffinity(0))
         n_threads = min(cores, cfg.max_threads or cores)
-        self.space = space or SearchSpace(threads=tuple(range(1, n_threads + 1)))
+        self.space = space or default_space(tuple(self.runtimes), n_threads)
+        if set(self.space.runtime) != set(self.runtimes):  # --runtime decides the runtime gene
+            self.space = replace(self.space, runtime=tuple(self.runtimes))
         self.trials: list[Trial] = []
         self.by_key: dict[str, Trial] = {}
         self.baseline: Trial | None = None
+        #: the FP32 baseline of each runtime (f32 forced on OpenVINO); ``baseline`` is the fastest
+        self.baselines: dict[str, Trial] = {}
         self.status = "running"
         self.generations_completed = 0
         self.history: list[dict] = []
@@ -102,6 +120,7 @@ class Study:
         self.by_key = {t.config.key: t for t in self.trials}
         base = self.store.get_meta("baseline")
         self.baseline = self.trials[base] if base is not None else None
+        self.baselines = {r: self.trials[n] for r, n in self.store.get_meta("baselines", {}).items()}
         self.generations_completed = self.store.get_meta("generations_completed", 0)
         self.history = self.store.get_meta("history", [])
         self.start -= self.store.get_meta("elapsed_s", 0.0)  # the budget counts what was spent
@@ -165,17 +184,27 @@ class Study:
 
     # -- phases ---------------------------------------------------------------------------
     def measure_baseline(self) -> Trial:
-        """FP32 with ORT_ENABLE_ALL at every thread count; the fastest is the baseline."""
-        candidates = [self.run_trial(CandidateConfig(threads=t), -1) for t in self.space.threads]
+        """FP32 at every thread count on every runtime of the search (ORT_ENABLE_ALL; OpenVINO
+        with f32 forced, latency hint, one stream); the fastest of each runtime is its baseline
+        and the fastest of all is the reference of every ratio and of the best pick."""
+        candidates = [self.run_trial(CandidateConfig(threads=t, runtime=r), -1)
+                      for r in self.space.runtime for t in self.space.threads]
         ok = [t for t in candidates if t.measurement is not None]
         if not ok:
             raise ConfigError(
                 f"the FP32 baseline of task {self.task.name!r} could not be built: "
                 f"{candidates[0].reason}; check that the model exports to ONNX"
             )
+        for t in sorted(ok, key=lambda t: t.measurement.p50_ms, reverse=True):
+            self.baselines[t.config.runtime] = t
         best = min(ok, key=lambda t: t.measurement.p50_ms)
         self.baseline = best
         self.store.set_meta("baseline", best.number)
+        self.store.set_meta("baselines", {r: b.number for r, b in self.baselines.items()})
+        if len(self.baselines) > 1:
+            self.log("baselines: " + ", ".join(
+                f"{r} p50 {b.measurement.p50_ms:.4f}ms" for r, b in self.baselines.items())
+                + f"; {best.config.runtime} is faster")
         for t in candidates:  # drops of the baseline variants are measured against the chosen one
             t.drop = self.task.metric.drop(best.val, t.val) if t.val is not None else None
         return best
@@ -218,8 +247,8 @@ class Study:
         return out
 
     def search(self) -> None:
-        base_threads = self.baseline.config.threads
-        seeds = [self.space.encode(c) for c in seed_configs(base_threads)]
+        seeds = [self.space.encode(c) for r, b in self.baselines.items()
+                 for c in seed_configs(b.config.threads, r)]
 
         start = self.generations_completed
 
@@ -263,8 +292,6 @@ class Study:
         drift of the machine hits all of them alike; the final figures replace the search's.
         Each round is a fresh session in the isolated worker; a trial whose re-measurement
         fails keeps its search figure (the reason is logged)."""
-        from petra.exporters import Artifact
-
         arts = {t.number: Artifact.of(self.out / t.artifact) for t in trials}
         merged: dict[int, Measurement] = {}
         for _ in range(FINAL_ROUNDS):
@@ -292,7 +319,8 @@ class Study:
             "petra_version": __version__,
             "status": self.status,
             "task": self.task.name,
-            "runtime": self.runtime.name,
+            "runtime": self.cfg.runtime,
+            "runtimes": list(self.runtimes),
             "device": self.cfg.device,
             "elapsed_s": self.elapsed(),
             "output": str(self.out),
@@ -301,10 +329,12 @@ class Study:
             "failed": sum(t.state is TrialState.FAIL for t in self.trials),
             "infeasible": sum(t.state is TrialState.INFEASIBLE for t in self.trials),
             "machine": machine(),
-            "versions": versions() | self.runtime.versions(),
+            "versions": self.versions(),
             "run_config": json.loads(self.cfg.model_dump_json()),
             "generations": self.history,
             "baseline": base.entry(metric) if base else None,
+            "baselines": {r: b.entry(metric) for r, b in self.baselines.items()},
+            "faster_baseline": base.config.runtime if base else None,
             "best": best.entry(metric) if best else None,
             "pareto": [t.entry(metric) for t in front],
             "all_trials": [t.entry(metric) for t in self.trials],
@@ -323,10 +353,18 @@ class Study:
         os.replace(tmp, self.out / "results.json")
         return results
 
+    def versions(self) -> dict[str, str]:
+        out = versions()
+        for rt in self.runtimes.values():
+            out |= rt.versions()
+        return out
+
     def ratios(self, t: Trial) -> dict[str, float]:
         m, b, drop = t.measurement, self.baseline.measurement, self.task.metric.drop
+        own = self.baselines.get(t.config.runtime, self.baseline).measurement
         return {
             "p50_latency": m.p50_ms / b.p50_ms,
+            "p50_latency_vs_own_runtime_baseline": m.p50_ms / own.p50_ms,
             "size": m.size_bytes / b.size_bytes,
             "throughput": m.throughput_sps / b.throughput_sps,
             "metric_drop_val": drop(self.baseline.val, t.val),
@@ -341,7 +379,8 @@ class Study:
                                         throughput_batch=self.cfg.batch, policy=SEARCH_POLICY,
                                         seed=self.cfg.seed, log=self.log,
                                         on_stage=self.progress.stage,
-                                        stage_cache=self.cfg.stage_cache)
+                                        stage_cache=self.cfg.stage_cache, runtimes=self.runtimes,
+                                        max_drop=self.cfg.max_drop)
 
     # -- the whole run --------------------------------------------------------------------
     def run(self) -> dict:
@@ -363,7 +402,8 @@ class Study:
         self.prepare()
         try:
             if self.baseline is None:
-                self.log("baseline: FP32 on ORT_ENABLE_ALL at each thread count")
+                self.log(f"baseline: FP32 on {', '.join(self.runtimes)} at each thread count"
+                         + (" (OpenVINO with f32 forced)" if OPENVINO in self.runtimes else ""))
                 self.measure_baseline()
             else:
                 self.log(f"resuming: {len(self.trials)} finished trials, "
@@ -378,7 +418,8 @@ class Study:
         front = pareto_front(self.trials)
         if self.status == "complete":
             self.log(f"re-measuring the front ({len(front)}) and the baseline, interleaved")
-            self.remeasure([self.baseline] + [t for t in front if t is not self.baseline])
+            bases = [self.baseline] + [b for b in self.baselines.values() if b is not self.baseline]
+            self.remeasure(bases + [t for t in front if all(t is not b for b in bases)])
             front = pareto_front(self.trials)
         self.builder.close()  # the measurement worker; a later measure() would start a new one
         best = pick_best(front, self.baseline, self.cfg.prefer)
@@ -388,7 +429,7 @@ class Study:
         results = self.write_results(front, best)
         write_handoff(self.out / "best", self.out, results["best"], results)
         results["best"]["trial_artifact"] = results["best"]["artifact"]
-        results["best"]["artifact"] = "best/model.onnx"
+        results["best"]["artifact"] = "best/model" + Path(results["best"]["trial_artifact"]).suffix
         self.dump(results)
         self.progress.finish(results, self.out)
         return results

@@ -3,8 +3,12 @@
 from petra.errors import ConfigError
 from petra.runtimes.base import Runtime, Session
 from petra.runtimes.onnxruntime import GraphOpt, OnnxRuntime
+from petra.runtimes.openvino import Hint, InferencePrecision, OpenVinoRuntime
 
-RUNTIMES: dict[str, type[Runtime]] = {OnnxRuntime.name: OnnxRuntime}
+RUNTIMES: dict[str, type[Runtime]] = {OnnxRuntime.name: OnnxRuntime, OpenVinoRuntime.name: OpenVinoRuntime}
+
+#: the runtime name that makes the runtime itself a gene of the search
+AUTO = "auto"
 
 
 def get_runtime(name: str) -> Runtime:
@@ -16,4 +20,18 @@ def get_runtime(name: str) -> Runtime:
     return RUNTIMES[name]()
 
 
-__all__ = ["RUNTIMES", "GraphOpt", "OnnxRuntime", "Runtime", "Session", "get_runtime"]
+def get_runtimes(name: str) -> dict[str, Runtime]:
+    """The runtimes a search targets: one by name, or with ``auto`` every usable one."""
+    if name != AUTO:
+        if name not in RUNTIMES:
+            names = ", ".join(sorted(RUNTIMES))
+            raise ConfigError(f"unknown runtime {name!r}; choose one of {names} or {AUTO}")
+        return {name: get_runtime(name)}
+    usable = {n: cls() for n, cls in RUNTIMES.items() if cls.available()[0]}
+    if not usable:
+        raise ConfigError("no runtime is usable; pip install onnxruntime or openvino")
+    return usable
+
+
+__all__ = ["AUTO", "RUNTIMES", "GraphOpt", "Hint", "InferencePrecision", "OnnxRuntime", "OpenVinoRuntime",
+           "Runtime", "Session", "get_runtime", "get_runtimes"]
