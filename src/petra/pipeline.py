@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from petra.compression.lowrank import LowRankRegularizer, factorize, truncate
 from petra.compression.pruning import prune
+from petra.compression.qat import calibrate, export_qat, prepare_qat
 from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation
 from petra.compression.training import fit
 from petra.errors import CandidateError, TrainError
@@ -114,11 +116,19 @@ class CandidateBuilder:
         prune(model, example, ratio=cfg.prune_ratio, importance=cfg.importance,
               round_to=cfg.round_to, calibration=calib)
         timings["prune_s"] = time.perf_counter() - t0
+        loss = (Distillation(self.teacher, cfg.reg_weight) if cfg.regularizer is Regularizer.KD
+                else CrossEntropy())
+        if cfg.lowrank_ratio > 0:
+            t0 = time.perf_counter()
+            post_epochs = self._low_rank(model, cfg, loss, post_epochs)
+            timings["lowrank_s"] = time.perf_counter() - t0
+        if cfg.qat:  # the fine-tune is the QAT run: fake-quant from its first step
+            model = prepare_qat(model)
+            calibrate(model, self.calibration)
+            post_epochs = max(1, post_epochs)
         t0 = time.perf_counter()
         if post_epochs > 0:
             self.on_stage("finetune")
-            loss = (Distillation(self.teacher, cfg.reg_weight) if cfg.regularizer is Regularizer.KD
-                    else CrossEntropy())
             try:
                 fit(model, self.task.train, epochs=post_epochs, lr=cfg.lr, loss=loss, seed=self.seed)
             except (FloatingPointError, RuntimeError) as exc:
@@ -126,9 +136,25 @@ class CandidateBuilder:
         timings["finetune_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.on_stage("export")
-        art = export_onnx(model, example, path)  # written atomically: a crash leaves no half entry
+        # written atomically: a crash leaves no half entry
+        art = export_qat(model, example, path) if cfg.qat else export_onnx(model, example, path)
         timings["export_s"] = time.perf_counter() - t0
         return art
+
+    def _low_rank(self, model: nn.Module, cfg: CandidateConfig, loss, epochs: int) -> int:
+        """SVD-factorize, train half the epochs with the low-rank penalties, cut to rank;
+        returns the epochs left for the plain fine-tune that recovers from the cut."""
+        self.on_stage("lowrank")
+        factorize(model, cfg.lowrank_ratio)
+        svd_epochs = max(1, epochs // 2) if epochs > 0 else 0
+        if svd_epochs:
+            try:
+                fit(model, self.task.train, epochs=svd_epochs, lr=cfg.lr, loss=LowRankRegularizer(loss),
+                    seed=self.seed)
+            except (FloatingPointError, RuntimeError) as exc:
+                raise TrainError(f"low-rank training failed: {exc}") from exc
+        truncate(model, cfg.lowrank_ratio)
+        return epochs - svd_epochs
 
     def build(self, cfg: CandidateConfig, timings: dict[str, float] | None = None) -> Artifact:
         timings = {} if timings is None else timings
@@ -136,9 +162,11 @@ class CandidateBuilder:
         t0 = time.perf_counter()
         self.on_stage("quantize")
         art = quantize(
-            fp32, self.workdir / "trials" / cfg.key / "model.onnx", precision=cfg.precision,
+            fp32, self.workdir / "trials" / cfg.key / "model.onnx",
+            precision=Precision.FP32 if cfg.qat else cfg.precision,  # QAT's artifact is QDQ already
             calibration=cfg.calibration, per_channel=cfg.per_channel,
             calibration_data=self.calibration if cfg.precision is Precision.INT8_STATIC else None,
+            exclude=cfg.quant_exclude,
         )
         timings["quantize_s"] = time.perf_counter() - t0
         return art

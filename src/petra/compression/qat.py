@@ -143,6 +143,7 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
         gm.graph.erase_node(node)
         folded += 1
     gm.graph.lint()
+    gm.delete_all_unused_submodules()
     gm.recompile()
     return folded
 
@@ -222,7 +223,8 @@ def fold_weight_quantize(model) -> int:
         if scale.size > 1:
             shape[axis] = -1
         info = np.iinfo(zp.dtype)
-        q = np.clip(np.round(w / scale.reshape(shape)) + zp.reshape(shape).astype(np.int64), info.min, info.max)
+        q = np.round(w / scale.reshape(shape)) + zp.reshape(shape).astype(np.int64)
+        q = np.clip(q, info.min, info.max)
         name = node.output[0]
         model.graph.initializer.append(numpy_helper.from_array(q.astype(zp.dtype), name))
         model.graph.node.remove(node)

@@ -2,6 +2,7 @@
 
 from petra.exporters.artifact import Artifact, sha256_file
 from petra.exporters.onnx_export import export_onnx
-from petra.exporters.quantize import Calibration, Precision, quantize
+from petra.exporters.quantize import Calibration, Precision, QuantExclude, quantize
 
-__all__ = ["Artifact", "Calibration", "Precision", "export_onnx", "quantize", "sha256_file"]
+__all__ = ["Artifact", "Calibration", "Precision", "QuantExclude", "export_onnx", "quantize",
+           "sha256_file"]

@@ -16,7 +16,7 @@ from enum import Enum
 
 from petra.compression.pruning import Importance
 from petra.errors import ConfigError
-from petra.exporters.quantize import Calibration, Precision
+from petra.exporters.quantize import Calibration, Precision, QuantExclude
 from petra.runtimes.onnxruntime import GraphOpt
 
 
@@ -40,9 +40,13 @@ class CandidateConfig:
     per_channel: bool = True
     graph_opt: GraphOpt = GraphOpt.ALL
     threads: int = 1
+    lowrank_ratio: float = 0.0  # SVD rank kept per factorized layer; 0 = off
+    qat: bool = False  # quantization-aware fine-tune exported as QDQ (needs int8_static, epochs > 0)
+    quant_exclude: QuantExclude = QuantExclude.NONE  # layers kept in float (mixed precision)
 
     #: genes that only the torch stage (prune + fine-tune) reads
-    TORCH_GENES = ("prune_ratio", "importance", "round_to", "epochs", "lr", "regularizer", "reg_weight")
+    TORCH_GENES = ("prune_ratio", "importance", "round_to", "epochs", "lr", "regularizer", "reg_weight",
+                   "lowrank_ratio", "qat")
 
     def canonical(self) -> CandidateConfig:
         d = CandidateConfig()
@@ -57,6 +61,14 @@ class CandidateConfig:
             c = replace(c, calibration=d.calibration, per_channel=d.per_channel)
         elif c.precision is Precision.INT8_DYNAMIC:
             c = replace(c, calibration=d.calibration)
+        # QAT fake-quantizes during a fine-tune and exports static QDQ itself: without epochs it
+        # is plain PTQ, and it sets its own scales and quantizes every layer
+        if c.precision is not Precision.INT8_STATIC or c.epochs == 0:
+            c = replace(c, qat=False)
+        if c.precision is Precision.FP32 or c.qat:
+            c = replace(c, quant_exclude=QuantExclude.NONE)
+        if c.qat:
+            c = replace(c, calibration=d.calibration, per_channel=d.per_channel)
         return c
 
     def to_json(self) -> dict:
@@ -70,7 +82,8 @@ class CandidateConfig:
             if k not in types:
                 raise ConfigError(f"unknown config key {k!r}")
             enum = {"importance": Importance, "regularizer": Regularizer, "precision": Precision,
-                    "calibration": Calibration, "graph_opt": GraphOpt}.get(k)
+                    "calibration": Calibration, "graph_opt": GraphOpt,
+                    "quant_exclude": QuantExclude}.get(k)
             kwargs[k] = enum(v) if enum else v
         return cls(**kwargs)
 
@@ -105,6 +118,9 @@ class SearchSpace:
     per_channel: tuple[bool, ...] = (False, True)
     graph_opt: tuple[GraphOpt, ...] = (GraphOpt.BASIC, GraphOpt.EXTENDED, GraphOpt.ALL)
     threads: tuple[int, ...] = (1,)
+    lowrank_ratio: tuple[float, ...] = (0.0, 0.25, 0.5)
+    qat: tuple[bool, ...] = (False, True)
+    quant_exclude: tuple[QuantExclude, ...] = tuple(QuantExclude)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -113,6 +129,9 @@ class SearchSpace:
         bad = [r for r in self.prune_ratio if not 0.0 <= r <= 0.8]
         if bad:
             raise ConfigError(f"pruning ratios must be in [0, 0.8], got {bad}")
+        bad = [r for r in self.lowrank_ratio if not 0.0 <= r < 1.0]
+        if bad:
+            raise ConfigError(f"low-rank ratios must be in [0, 1) (0 = off), got {bad}")
 
     @property
     def gene_names(self) -> tuple[str, ...]:
