@@ -44,6 +44,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--only", default="", help="run the configurations whose name contains this")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/more_genes.json"))
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "petra-genes")
     args = ap.parse_args()
@@ -54,6 +55,8 @@ def main() -> None:
     rows, base = {}, None
     print(f"load average before: {load_average()}")
     for name, cfg in configs(args.epochs).items():
+        if args.only not in name and name != "fp32":
+            continue
         t0 = time.perf_counter()
         b = builder.evaluate(cfg.canonical())
         row = {"test_acc": b.test, "size_bytes": b.artifact.size_bytes, "p50_ms": b.measurement.p50_ms,
@@ -61,7 +64,7 @@ def main() -> None:
                "config": cfg.canonical().to_json()}
         base = base or row
         rows[name] = row
-        print(f"{name:24s} acc {row['test_acc']:.4f}  size {row['size_bytes'] / base['size_bytes']:.3f}x  "
+        print(f"{name:24s} acc {row['test_acc']:.2f}  size {row['size_bytes'] / base['size_bytes']:.3f}x  "
               f"p50 {row['p50_ms']:.3f} ms = {row['p50_ms'] / base['p50_ms']:.3f}x "
               f"(ci {row['p50_rel_ci']:.1%})  built in {row['build_s']:.0f}s", flush=True)
     print(f"load average after: {load_average()}")

@@ -80,9 +80,6 @@ def test_exclusions_keep_named_layers_in_float(tiny_task, tiny_onnx, tmp_path, r
     q = quantize(tiny_onnx, tmp_path / "q.onnx", precision=Precision.INT8_STATIC,
                  calibration_data=tiny_task.train.x[:64], exclude=rule)
     assert _float_layers(q.path) == [layers[i] for i in kept]
-    full = quantize(tiny_onnx, tmp_path / "full.onnx", precision=Precision.INT8_STATIC,
-                    calibration_data=tiny_task.train.x[:64])
-    assert (q.size_bytes > full.size_bytes) == bool(kept)  # float weights weigh 4x
     assert _run(q.path, tiny_task.val.x[:4]).shape == (4, 10)
 
 
