@@ -3,7 +3,7 @@
 Hand-written rather than torch.ao's QAT (deprecated in favour of torchao, not installed here):
 the model is traced with torch.fx, BatchNorms are folded into the preceding convolutions (a
 fake-quantized weight is no longer an initializer, so the exporter could not fold them later),
-every Conv/Linear fake-quantizes its weight per output channel (symmetric int8, scale =
+every Conv2d/Linear fake-quantizes its weight per output channel (symmetric int8, scale =
 max|w| / 127) and a ``FakeQuant`` (per-tensor uint8, EMA min/max observer) is placed where
 ORT's static quantizer puts its Q/DQ pairs: on the model input and on the output of every
 compute op, after a following ReLU rather than before it; the exported ReLU -> Q(zero point 0)
@@ -104,7 +104,8 @@ class QLinear(nn.Linear, _WeightFakeQuant):
 def _as_quantized(m: nn.Module) -> nn.Module:
     cls = QConv2d if isinstance(m, nn.Conv2d) else QLinear
     q = cls.__new__(cls)
-    q.__dict__ = m.__dict__.copy()  # same parameters and settings, new forward
+    # same parameters and settings, new forward (registries copied, not shared with ``m``)
+    q.__dict__ = {k: (v.copy() if isinstance(v, dict) else v) for k, v in m.__dict__.items()}
     q._init_wq()
     return q
 
