@@ -4,9 +4,10 @@ from petra.optimizer.nsga import initial_population, run_nsga2
 
 def test_initial_population_starts_with_seeds(rng):
     space = SearchSpace()
-    seeds = [tuple([0] * 12), tuple([1] * 12), tuple([0] * 12)]
+    n = len(space.gene_names)
+    seeds = [tuple([0] * n), tuple([1] * n), tuple([0] * n)]
     pop = initial_population(space, 6, seeds, rng)
-    assert pop.shape == (6, 12)
+    assert pop.shape == (6, n)
     assert tuple(pop[0]) == seeds[0] and tuple(pop[1]) == seeds[1]
     assert len({tuple(p) for p in pop}) == 6
 
