@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from petra.config import load_config
-from petra.exporters import Precision, export_onnx
+from petra.exporters import Precision, QuantExclude, export_onnx
 from petra.models.digits import digits_task
 from petra.optimizer.genome import SearchSpace
 from petra.optimizer.study import Study
@@ -55,6 +55,7 @@ def rng():
 TINY_SPACE = SearchSpace(
     prune_ratio=(0.0, 0.5), round_to=(1, 4), epochs=(0, 2), lr=(3e-3,),
     precision=(Precision.FP32, Precision.INT8_STATIC, Precision.INT8_DYNAMIC), threads=(1,),
+    lowrank_ratio=(0.0,), qat=(False,), quant_exclude=(QuantExclude.NONE,),  # tested on their own
 )
 
 

@@ -6,8 +6,9 @@ import onnxruntime as ort
 import pytest
 
 from petra.errors import ExportError, QuantizeError
-from petra.exporters import Calibration, Precision, export_onnx, quantize
+from petra.exporters import Calibration, Precision, QuantExclude, export_onnx, quantize
 from petra.exporters.artifact import sha256_file
+from petra.exporters.quantize import weighted_nodes
 
 
 def _run(path, x):
@@ -61,3 +62,38 @@ def test_dynamic_int8_and_fp32_copy(tiny_task, tiny_onnx, tmp_path):
 def test_static_without_calibration_data_fails(tiny_onnx, tmp_path):
     with pytest.raises(QuantizeError, match="calibration data"):
         quantize(tiny_onnx, tmp_path / "q.onnx", precision=Precision.INT8_STATIC)
+
+
+def _float_layers(path):
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    return [n.name for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in inits
+            and inits[n.input[1]].data_type == onnx.TensorProto.FLOAT]
+
+
+@pytest.mark.parametrize("rule, kept", [
+    (QuantExclude.NONE, []), (QuantExclude.FIRST, [0]), (QuantExclude.LAST, [-1]),
+    (QuantExclude.FIRST_LAST, [0, -1]),
+])
+def test_exclusions_keep_named_layers_in_float(tiny_task, tiny_onnx, tmp_path, rule, kept):
+    layers = weighted_nodes(tiny_onnx.path)
+    q = quantize(tiny_onnx, tmp_path / "q.onnx", precision=Precision.INT8_STATIC,
+                 calibration_data=tiny_task.train.x[:64], exclude=rule)
+    assert _float_layers(q.path) == [layers[i] for i in kept]
+    assert _run(q.path, tiny_task.val.x[:4]).shape == (4, 10)
+
+
+def test_sensitive_exclusion_keeps_the_layer_that_moves_outputs_most(tiny_task, tiny_onnx, tmp_path):
+    from petra.exporters.quantize import _Quantizer, layer_sensitivity
+
+    data = tiny_task.train.x[:64]
+    scores = layer_sensitivity(tiny_onnx.path, _Quantizer(Precision.INT8_STATIC, Calibration.MINMAX, True,
+                                                          data, 32), data)
+    assert set(scores) == set(weighted_nodes(tiny_onnx.path)) and all(s >= 0 for s in scores.values())
+    q = quantize(tiny_onnx, tmp_path / "q.onnx", precision=Precision.INT8_STATIC,
+                 calibration_data=data, exclude=QuantExclude.SENSITIVE)
+    assert _float_layers(q.path) == [max(scores, key=scores.get)]
+    # explicit node names work too, and dynamic quantization honours them
+    name = weighted_nodes(tiny_onnx.path)[1]
+    d = quantize(tiny_onnx, tmp_path / "d.onnx", precision=Precision.INT8_DYNAMIC, exclude=[name])
+    assert name in _float_layers(d.path)

@@ -2,18 +2,20 @@ import pytest
 
 from petra.compression.pruning import Importance
 from petra.errors import ConfigError
-from petra.exporters import Calibration, Precision
+from petra.exporters import Calibration, Precision, QuantExclude
 from petra.optimizer.genome import CandidateConfig, Regularizer, SearchSpace
 
 
 def test_decode_every_gene_and_roundtrip():
     space = SearchSpace(threads=(1, 2))
-    assert len(space.gene_names) == 20  # 12 + runtime + 3 OpenVINO + 4 NNCF genes
+    assert len(space.gene_names) == 23  # 12 + runtime + 3 OpenVINO + 4 NNCF + 3 more genes
     genome = tuple(n - 1 for n in space.sizes)  # last choice of every gene
     cfg = space.decode(genome)
     assert cfg.prune_ratio == 0.8 and cfg.importance is Importance.TAYLOR and cfg.round_to == 16
     assert cfg.epochs == 6 and cfg.regularizer is Regularizer.KD and cfg.reg_weight == 0.9
     assert cfg.precision is Precision.INT8_DYNAMIC and cfg.threads == 2
+    # QAT exports static QDQ: canonicalised off under dynamic INT8; exclusions still apply
+    assert cfg.lowrank_ratio == 0.5 and cfg.qat is False and cfg.quant_exclude is QuantExclude.SENSITIVE
     assert space.decode(space.encode(cfg)) == cfg
 
 
@@ -53,9 +55,29 @@ def test_torch_key_ignores_quantization_and_runtime_genes():
     assert a.torch_key != CandidateConfig(prune_ratio=0.5, epochs=4).torch_key
 
 
+def test_new_genes_are_canonical():
+    static = dict(precision=Precision.INT8_STATIC, epochs=2)
+    # QAT cannot matter for FP32, dynamic INT8 or without a fine-tune; exclusions not for FP32
+    assert CandidateConfig(qat=True, quant_exclude=QuantExclude.FIRST).key == CandidateConfig().key
+    assert CandidateConfig(qat=True, precision=Precision.INT8_STATIC).canonical().qat is False
+    assert CandidateConfig(qat=True, **static).canonical().qat is True
+    # QAT sets its own scales and quantizes every layer
+    a = CandidateConfig(qat=True, calibration=Calibration.ENTROPY, quant_exclude=QuantExclude.LAST, **static)
+    assert a.key == CandidateConfig(qat=True, **static).key
+    assert CandidateConfig(quant_exclude=QuantExclude.LAST, **static).key != CandidateConfig(**static).key
+    # QAT and low rank are torch-stage genes; exclusions are not
+    assert a.torch_key != CandidateConfig(**static).torch_key
+    assert CandidateConfig(lowrank_ratio=0.5).torch_key != CandidateConfig().torch_key
+    assert (CandidateConfig(quant_exclude=QuantExclude.FIRST, **static).torch_key
+            == CandidateConfig(**static).torch_key)
+    with pytest.raises(ConfigError, match="low-rank"):
+        SearchSpace(lowrank_ratio=(1.0,))
+
+
 def test_json_roundtrip():
     cfg = CandidateConfig(prune_ratio=0.3, regularizer=Regularizer.L1, epochs=2,
-                          precision=Precision.INT8_STATIC, calibration=Calibration.PERCENTILE)
+                          precision=Precision.INT8_STATIC, calibration=Calibration.PERCENTILE,
+                          lowrank_ratio=0.25, quant_exclude=QuantExclude.FIRST_LAST)
     assert CandidateConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ConfigError, match="unknown config key"):
         CandidateConfig.from_json({"nope": 1})

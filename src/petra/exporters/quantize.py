@@ -13,6 +13,7 @@ import contextlib
 import io
 import os
 import tempfile
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
@@ -32,6 +33,33 @@ class Calibration(str, Enum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
+
+
+class QuantExclude(str, Enum):
+    """Weighted layers (Conv/Gemm/MatMul) kept in float: mixed precision by exclusion.
+
+    The first and last layers are the classic ones to keep (few MACs, most accuracy loss);
+    ``SENSITIVE`` keeps the one layer whose quantization alone moves the outputs most.
+    """
+
+    NONE = "none"
+    FIRST = "first"
+    LAST = "last"
+    FIRST_LAST = "first_last"
+    SENSITIVE = "sensitive"
+
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: samples used to rank layer sensitivity: enough to order layers, cheap to run N times
+SENSITIVITY_SAMPLES = 64
+
+
+def weighted_nodes(model_path: Path) -> list[str]:
+    """Names of the layers that carry weights, in graph (topological) order."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in WEIGHTED_OPS]
 
 
 def _reader(input_name: str, data: np.ndarray, batch: int):
@@ -57,16 +85,12 @@ def quantize(
     per_channel: bool = True,
     calibration_data: np.ndarray | None = None,
     calibration_batch: int = 32,
+    exclude: QuantExclude | Sequence[str] = QuantExclude.NONE,
 ) -> Artifact:
-    """Write the quantized model to ``dst``; FP32 is a plain copy so every path is uniform."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    """Write the quantized model to ``dst``; FP32 is a plain copy so every path is uniform.
+
+    ``exclude`` keeps layers in float: a ``QuantExclude`` rule or explicit ONNX node names.
+    """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     dst = Path(dst)
@@ -82,28 +106,99 @@ def quantize(
                 # shape inference + graph cleanup first, as ORT's quantizer expects
                 pre = Path(tmpdir) / "pre.onnx"
                 quant_pre_process(str(src.path), str(pre), skip_symbolic_shape=True)
-                if precision is Precision.INT8_DYNAMIC:
-                    quantize_dynamic(str(pre), str(tmp_out), per_channel=per_channel,
-                                     weight_type=QuantType.QInt8)
-                else:
-                    if calibration_data is None or len(calibration_data) == 0:
-                        raise QuantizeError("static INT8 needs calibration data from the task")
-                    graph = onnx.load(str(src.path), load_external_data=False).graph
-                    method = {
-                        Calibration.MINMAX: CalibrationMethod.MinMax,
-                        Calibration.ENTROPY: CalibrationMethod.Entropy,
-                        Calibration.PERCENTILE: CalibrationMethod.Percentile,
-                    }[calibration]
-                    quantize_static(
-                        str(pre), str(tmp_out),
-                        _reader(graph.input[0].name, calibration_data, calibration_batch),
-                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=method,
-                    )
+                if precision is Precision.INT8_STATIC and (calibration_data is None
+                                                           or len(calibration_data) == 0):
+                    raise QuantizeError("static INT8 needs calibration data from the task")
+                run = _Quantizer(precision, calibration, per_channel, calibration_data,
+                                 calibration_batch)
+                run(pre, tmp_out, nodes_to_exclude=_resolve_exclude(exclude, pre, run, calibration_data))
     except QuantizeError:
         raise
     except Exception as exc:
         raise QuantizeError(f"{precision.value} quantization failed: {type(exc).__name__}: {exc}") from exc
     os.replace(tmp_out, dst)
     return Artifact.of(dst)
+
+
+class _Quantizer:
+    """One ORT quantization call with fixed settings, restricted to or excluding some nodes."""
+
+    def __init__(self, precision: Precision, calibration: Calibration, per_channel: bool,
+                 data: np.ndarray | None, batch: int) -> None:
+        self.precision, self.calibration, self.per_channel = precision, calibration, per_channel
+        self.data, self.batch = data, batch
+
+    def __call__(self, src: Path, dst: Path, *, nodes_to_quantize: list[str] | None = None,
+                 nodes_to_exclude: list[str] | None = None, data: np.ndarray | None = None) -> None:
+        import onnx
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
+
+        if self.precision is Precision.INT8_DYNAMIC:
+            quantize_dynamic(str(src), str(dst), per_channel=self.per_channel,
+                             weight_type=QuantType.QInt8, nodes_to_quantize=nodes_to_quantize,
+                             nodes_to_exclude=nodes_to_exclude)
+            return
+        data = self.data if data is None else data
+        graph = onnx.load(str(src), load_external_data=False).graph
+        method = {
+            Calibration.MINMAX: CalibrationMethod.MinMax,
+            Calibration.ENTROPY: CalibrationMethod.Entropy,
+            Calibration.PERCENTILE: CalibrationMethod.Percentile,
+        }[self.calibration]
+        quantize_static(
+            str(src), str(dst), _reader(graph.input[0].name, data, self.batch),
+            quant_format=QuantFormat.QDQ, per_channel=self.per_channel,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=method, nodes_to_quantize=nodes_to_quantize,
+            nodes_to_exclude=nodes_to_exclude,
+        )
+
+
+def _resolve_exclude(exclude: QuantExclude | Sequence[str], model: Path, run: _Quantizer,
+                     data: np.ndarray | None) -> list[str]:
+    if not isinstance(exclude, QuantExclude):
+        return list(exclude)
+    layers = weighted_nodes(model)
+    if exclude is QuantExclude.NONE or not layers:
+        return []
+    if exclude is QuantExclude.FIRST:
+        return layers[:1]
+    if exclude is QuantExclude.LAST:
+        return layers[-1:]
+    if exclude is QuantExclude.FIRST_LAST:
+        return sorted({layers[0], layers[-1]}, key=layers.index)
+    if data is None or len(data) == 0:
+        raise QuantizeError("sensitivity-based exclusion needs calibration data from the task")
+    scores = layer_sensitivity(model, run, data[:SENSITIVITY_SAMPLES])
+    return [max(scores, key=scores.__getitem__)]
+
+
+def layer_sensitivity(model: Path, run: _Quantizer, data: np.ndarray) -> dict[str, float]:
+    """Relative output error when each weighted layer alone is quantized, on ``data``.
+
+    One cheap quantization per layer on a small sample; it ranks layers, it does not predict
+    the accuracy of the whole quantized model.
+    """
+    import onnxruntime as ort
+
+    def outputs(path: Path) -> np.ndarray:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(data)})[0]
+
+    ref = outputs(model)
+    scale = float(np.mean(ref**2)) or 1.0
+    scores = {}
+    for i, name in enumerate(weighted_nodes(model)):
+        one = Path(model).with_name(f"sensitivity-{i}.onnx")
+        run(model, one, nodes_to_quantize=[name], data=data)
+        scores[name] = float(np.mean((outputs(one) - ref) ** 2)) / scale
+        one.unlink()
+    return scores

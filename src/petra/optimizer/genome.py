@@ -19,7 +19,7 @@ from enum import Enum
 from petra.compression.pruning import Importance
 from petra.errors import ConfigError
 from petra.exporters.openvino_quant import NncfPreset
-from petra.exporters.quantize import Calibration, Precision
+from petra.exporters.quantize import Calibration, Precision, QuantExclude
 from petra.runtimes.onnxruntime import GraphOpt, OnnxRuntime
 from petra.runtimes.openvino import Hint, InferencePrecision, OpenVinoRuntime
 
@@ -54,11 +54,16 @@ class CandidateConfig:
     nncf_subset: int = 256
     nncf_fast_bias: bool = True
     nncf_accuracy_control: bool = False
+    lowrank_ratio: float = 0.0  # SVD rank kept per factorized layer; 0 = off
+    qat: bool = False  # quantization-aware fine-tune exported as QDQ (needs int8_static, epochs > 0)
+    quant_exclude: QuantExclude = QuantExclude.NONE  # layers kept in float (mixed precision)
 
     #: genes that only the torch stage (prune + fine-tune) reads
-    TORCH_GENES = ("prune_ratio", "importance", "round_to", "epochs", "lr", "regularizer", "reg_weight")
-    #: genes that only one runtime reads (ORT's quantizer and session; OpenVINO's compile; NNCF)
-    ORT_GENES = ("graph_opt", "calibration", "per_channel")
+    TORCH_GENES = ("prune_ratio", "importance", "round_to", "epochs", "lr", "regularizer", "reg_weight",
+                   "lowrank_ratio", "qat")
+    #: genes that only one runtime reads (ORT's quantizer and session; OpenVINO's compile; NNCF).
+    #: QAT exports ORT's QDQ format itself, so it is an ORT gene too.
+    ORT_GENES = ("graph_opt", "calibration", "per_channel", "qat", "quant_exclude")
     OV_GENES = ("ov_hint", "ov_streams", "ov_precision")
     NNCF_GENES = ("nncf_preset", "nncf_subset", "nncf_fast_bias", "nncf_accuracy_control")
 
@@ -75,6 +80,14 @@ class CandidateConfig:
             c = replace(c, calibration=d.calibration, per_channel=d.per_channel)
         elif c.precision is Precision.INT8_DYNAMIC:
             c = replace(c, calibration=d.calibration)
+        # QAT fake-quantizes during a fine-tune and exports static QDQ itself: without epochs it
+        # is plain PTQ, and it sets its own scales and quantizes every layer
+        if c.precision is not Precision.INT8_STATIC or c.epochs == 0:
+            c = replace(c, qat=False)
+        if c.precision is Precision.FP32 or c.qat:
+            c = replace(c, quant_exclude=QuantExclude.NONE)
+        if c.qat:
+            c = replace(c, calibration=d.calibration, per_channel=d.per_channel)
         return c._canonical_runtime()
 
     def _canonical_runtime(self) -> CandidateConfig:
@@ -113,7 +126,8 @@ class CandidateConfig:
                 raise ConfigError(f"unknown config key {k!r}")
             enum = {"importance": Importance, "regularizer": Regularizer, "precision": Precision,
                     "calibration": Calibration, "graph_opt": GraphOpt, "ov_hint": Hint,
-                    "ov_precision": InferencePrecision, "nncf_preset": NncfPreset}.get(k)
+                    "ov_precision": InferencePrecision, "nncf_preset": NncfPreset,
+                    "quant_exclude": QuantExclude}.get(k)
             kwargs[k] = enum(v) if enum else v
         return cls(**kwargs)
 
@@ -127,6 +141,9 @@ class CandidateConfig:
         names = {f.name for f in fields(self)}
         if self.runtime == ORT:  # hash as before the runtime gene existed: old keys stay valid
             names -= {"runtime", *self.OV_GENES, *self.NNCF_GENES}
+        c, d = self.canonical(), CandidateConfig()
+        # genes added later hash only when switched on, for the same reason
+        names -= {g for g in ("lowrank_ratio", "qat", "quant_exclude") if getattr(c, g) == getattr(d, g)}
         return self._digest(names)
 
     @property
@@ -159,6 +176,9 @@ class SearchSpace:
     nncf_subset: tuple[int, ...] = (64, 128, 256)
     nncf_fast_bias: tuple[bool, ...] = (True, False)
     nncf_accuracy_control: tuple[bool, ...] = (False,)
+    lowrank_ratio: tuple[float, ...] = (0.0, 0.25, 0.5)
+    qat: tuple[bool, ...] = (False, True)
+    quant_exclude: tuple[QuantExclude, ...] = tuple(QuantExclude)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -167,6 +187,9 @@ class SearchSpace:
         bad = [r for r in self.prune_ratio if not 0.0 <= r <= 0.8]
         if bad:
             raise ConfigError(f"pruning ratios must be in [0, 0.8], got {bad}")
+        bad = [r for r in self.lowrank_ratio if not 0.0 <= r < 1.0]
+        if bad:
+            raise ConfigError(f"low-rank ratios must be in [0, 1) (0 = off), got {bad}")
 
     @property
     def gene_names(self) -> tuple[str, ...]:

@@ -27,7 +27,15 @@ def _cfg(c: dict[str, Any]) -> str:
             f"{'' if c['regularizer'] == 'none' else '(' + str(c['reg_weight']) + ')'}, {c['precision']} "
             f"{c['calibration'] if c['precision'] == 'int8_static' else ''}"
             f"{' pc' if c['per_channel'] and c['precision'] != 'fp32' else ''}, "
-            f"{c['graph_opt']}, {c['threads']}t")
+            f"{c['graph_opt']}, {c['threads']}t" + _more_genes(c))
+
+
+def _more_genes(c: dict[str, Any]) -> str:
+    """Low rank, QAT and exclusions, shown only when on (older runs lack the keys)."""
+    parts = [f"svd {c['lowrank_ratio']:g}" if c.get("lowrank_ratio") else "",
+             "qat" if c.get("qat") else "",
+             f"excl {c['quant_exclude']}" if c.get("quant_exclude", "none") != "none" else ""]
+    return "".join(f", {p}" for p in parts if p)
 
 
 def _num(v: Any, fmt: str = "{:.4f}") -> str:
