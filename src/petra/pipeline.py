@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from petra.compression.pruning import prune
+from petra.compression.pruning import Importance, prune
+from petra.compression.recurrent import has_recurrent, prune_gru_units, unroll_gru
 from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation
 from petra.compression.training import fit
-from petra.errors import CandidateError, TrainError
+from petra.errors import CandidateError, ExportError, TrainError
 from petra.exporters import Artifact, Precision, export_onnx, quantize
 from petra.models.base import Task
 from petra.optimizer.genome import CandidateConfig, Regularizer
@@ -40,6 +41,8 @@ class Built:
     test: float
     measurement: Measurement
     stage_s: dict[str, float] = field(default_factory=dict)
+    #: the compiled session's validation outputs: paired-bootstrap bounds of the drop need them
+    val_outputs: np.ndarray | None = None
 
 
 class CandidateBuilder:
@@ -56,7 +59,9 @@ class CandidateBuilder:
         seed: int = 0,
         log: Callable[[str], None] = lambda s: None,
     ) -> None:
-        self.task, self.teacher, self.runtime = task, teacher.eval(), runtime
+        # an ONNX-only task has no torch teacher (None): its file is the FP32 stage
+        self.task, self.runtime = task, runtime
+        self.teacher = teacher.eval() if teacher is not None else None
         self.workdir = Path(workdir)
         self.throughput_batch, self.policy, self.seed, self.log = throughput_batch, policy, seed, log
         rng = np.random.default_rng(seed)
@@ -66,6 +71,9 @@ class CandidateBuilder:
 
     # -- stages ---------------------------------------------------------------------------
     def torch_stage(self, cfg: CandidateConfig, timings: dict[str, float]) -> Artifact:
+        onnx_model = getattr(self.task, "onnx_model", None)
+        if onnx_model is not None:  # ONNX-only task: every torch gene is pinned off
+            return Artifact.of(onnx_model)
         key = cfg.torch_key
         cached = self._torch_cache.get(key)
         if cached is not None and cached.path.exists():
@@ -87,8 +95,12 @@ class CandidateBuilder:
         t0 = time.perf_counter()
         n = min(128, len(self.task.train))
         calib = (torch.from_numpy(self.task.train.x[:n]), torch.from_numpy(self.task.train.y[:n]))
-        prune(model, example, ratio=cfg.prune_ratio, importance=cfg.importance,
-              round_to=cfg.round_to, calibration=calib)
+        if has_recurrent(model):  # torch-pruning leaves nn.GRU untouched: prune hidden units
+            prune_gru_units(model, ratio=cfg.prune_ratio, round_to=cfg.round_to,
+                            p=1 if cfg.importance is Importance.L1 else 2)
+        else:
+            prune(model, example, ratio=cfg.prune_ratio, importance=cfg.importance,
+                  round_to=cfg.round_to, calibration=calib)
         timings["prune_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if post_epochs > 0:
@@ -99,6 +111,10 @@ class CandidateBuilder:
             except (FloatingPointError, RuntimeError) as exc:
                 raise TrainError(f"fine-tuning failed: {exc}") from exc
         timings["finetune_s"] = time.perf_counter() - t0
+        if cfg.unroll_recurrent:
+            if not has_recurrent(model):
+                raise ExportError("unroll_recurrent is set but the model has no nn.GRU")
+            unroll_gru(model)
         t0 = time.perf_counter()
         art = export_onnx(model, example, self.workdir / "cache" / "torch" / key / "model.onnx")
         timings["export_s"] = time.perf_counter() - t0
@@ -134,7 +150,8 @@ class CandidateBuilder:
         session = self.compile(cfg, art)
         timings["compile_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        val = evaluate_metric(session, self.task.val, self.task.metric)
+        val_outputs = session.run_batched(self.task.val.x)
+        val = self.task.metric(val_outputs, self.task.val.y)
         test = evaluate_metric(session, self.task.test, self.task.metric)
         if not (math.isfinite(val) and math.isfinite(test)):
             raise CandidateError(f"metric is not finite (val={val}, test={test})")
@@ -142,4 +159,4 @@ class CandidateBuilder:
         t0 = time.perf_counter()
         m = self.measure(session, art)
         timings["measure_s"] = time.perf_counter() - t0
-        return Built(cfg, art, val, test, m, timings)
+        return Built(cfg, art, val, test, m, timings, val_outputs)

@@ -40,9 +40,12 @@ class CandidateConfig:
     per_channel: bool = True
     graph_opt: GraphOpt = GraphOpt.ALL
     threads: int = 1
+    #: export recurrent layers as unrolled MatMuls (INT8 reaches them; the ONNX GRU op stays float)
+    unroll_recurrent: bool = False
 
-    #: genes that only the torch stage (prune + fine-tune) reads
-    TORCH_GENES = ("prune_ratio", "importance", "round_to", "epochs", "lr", "regularizer", "reg_weight")
+    #: genes that only the torch stage (prune + fine-tune + export) reads
+    TORCH_GENES = ("prune_ratio", "importance", "round_to", "epochs", "lr", "regularizer", "reg_weight",
+                   "unroll_recurrent")
 
     def canonical(self) -> CandidateConfig:
         d = CandidateConfig()
@@ -105,6 +108,8 @@ class SearchSpace:
     per_channel: tuple[bool, ...] = (False, True)
     graph_opt: tuple[GraphOpt, ...] = (GraphOpt.BASIC, GraphOpt.EXTENDED, GraphOpt.ALL)
     threads: tuple[int, ...] = (1,)
+    #: one choice unless a task with recurrent layers opens it (``Task.gene_choices``)
+    unroll_recurrent: tuple[bool, ...] = (False,)
 
     def __post_init__(self) -> None:
         for f in fields(self):
