@@ -119,17 +119,24 @@ class Task:
     reference: str = ""
 
     def search_space(self, space):
-        """``space`` restricted to the genes and choices that apply to this task's model."""
+        """``space`` with this task's ``gene_choices`` applied: where ``space`` holds the
+        library default for a gene, the task's choices replace it (this is how a GRU task opens
+        ``unroll_recurrent``); where the caller narrowed a gene, the two are intersected."""
         from dataclasses import replace
 
-        names = set(space.gene_names)
+        from petra.optimizer.genome import SearchSpace
+
+        defaults = SearchSpace()
         restricted = {}
         for gene, allowed in self.gene_choices.items():
-            if gene not in names:
+            if gene not in space.gene_names:
                 raise ConfigError(f"task {self.name!r} restricts unknown gene {gene!r}; "
-                                  f"use one of {', '.join(sorted(names))}")
-            keep = tuple(c for c in getattr(space, gene) if c in tuple(allowed))
-            restricted[gene] = keep or tuple(allowed)[:1]
+                                  f"use one of {', '.join(space.gene_names)}")
+            current, allowed = getattr(space, gene), tuple(allowed)
+            if current == getattr(defaults, gene):
+                restricted[gene] = allowed
+            else:
+                restricted[gene] = tuple(c for c in current if c in allowed) or allowed[:1]
         return replace(space, **restricted)
 
     def drop_interval(self, base_outputs: np.ndarray, outputs: np.ndarray) -> tuple[float, float]:

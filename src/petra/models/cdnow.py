@@ -6,11 +6,19 @@ steps of (log1p CDs, log1p dollars, log1p purchases) — a fixed-length event se
 of the paper's bank-transaction tasks, and a fixed length the unrolled GRU can be traced at.
 Split: customers, seeded and stratified 60/20/20 into train / validation / held-out test.
 
-Label and metric: LABEL_NOTE below records why this label was chosen; it is measured, not
-assumed (a label on which a 1k-parameter model does as well as the big one would make every
-compression look free).
+Label and metric: "buys again after the calibration period" (29.9% positive), ROC AUC x 100.
+Measured here on this weekly representation (seeded 16k/7.6k customer split, 5 epochs, Adam
+3e-3, validation AUC): GRU 64x2 (38k parameters) 76.70; GRU with 4 units (118 parameters)
+76.36; logistic regression on recency/frequency/spend/first purchase 76.63. The 4-class label
+"purchases after the period: 0 / 1 / 2-3 / 4+" (macro one-vs-rest AUC) gave 74.69 / 74.30 /
+74.82. So on CDNOW a much smaller model is worse by only ~0.3-0.4 AUC points: the signal is
+mostly recency-frequency-monetary, which a tiny GRU can compute. That is a property of this
+data, stated rather than hidden: run cdnow with ``--max-drop 0.2`` (or less) so that the
+constraint bites below the tiny-model gap; at the default 1.0 point almost any shrinkage is
+feasible and the result proves little about accuracy retention (it still measures the
+runtime side: what GRU pruning and the unrolled INT8 form buy in latency and size).
 
-Model: a CoLES-style 2-layer GRU encoder (hidden 128) with a linear head on the last state.
+Model: a CoLES-style 2-layer GRU encoder (hidden 64) with a linear head on the last state.
 Genes: torch-pruning leaves ``nn.GRU`` untouched, so pruning is hidden-unit pruning
 (``petra.compression.recurrent``), L1/L2 magnitude only (no BatchNorm: the BN-scale and
 Taylor importances and the BN-sparsity regularizer are removed from this task's search
@@ -31,7 +39,8 @@ from petra.models.base import Metric, Split, Task, TrainSettings
 
 CALIBRATION_DAYS = 273  # 1997-01-01 .. 1997-09-30
 WEEKS = 39
-LABEL_NOTE = "filled in below"
+LABEL_NOTE = ("AUC 76.70 (GRU 64x2) vs 76.36 (4-unit GRU) vs 76.63 (RFM logistic regression): "
+              "use --max-drop 0.2")
 
 
 def roc_auc_percent(outputs: np.ndarray, targets: np.ndarray) -> float:
@@ -104,7 +113,7 @@ def load_splits(label: str = "again", seed: int = 0, limit: int | None = None) -
 class GRUEncoder(nn.Module):
     """Sequence -> last hidden state -> logits (CoLES-style encoder with a linear head)."""
 
-    def __init__(self, features: int = 3, hidden: int = 128, layers: int = 2, num_classes: int = 2) -> None:
+    def __init__(self, features: int = 3, hidden: int = 64, layers: int = 2, num_classes: int = 2) -> None:
         super().__init__()
         self.gru = nn.GRU(features, hidden, layers, batch_first=True)
         self.head = nn.Linear(hidden, num_classes)
@@ -114,13 +123,13 @@ class GRUEncoder(nn.Module):
         return self.head(out[:, -1])
 
 
-def cdnow_task(hidden: int = 128, layers: int = 2, label: str = "again", limit: int | None = None,
-               max_epochs: int = 30) -> Task:
+def cdnow_task(hidden: int = 64, layers: int = 2, label: str = "again", limit: int | None = None,
+               max_epochs: int = 8) -> Task:
     from petra.optimizer.genome import Regularizer
 
     train, val, test = load_splits(label, limit=limit)
     classes = int(train.y.max()) + 1
-    default = (hidden, layers, label, limit, max_epochs) == (128, 2, "again", None, 30)
+    default = (hidden, layers, label, limit, max_epochs) == (64, 2, "again", None, 8)
     return Task(
         name="cdnow" if default else f"cdnow-{label}-h{hidden}x{layers}-n{len(train) + len(val) + len(test)}",
         build_model=lambda: GRUEncoder(3, hidden, layers, classes),
@@ -128,7 +137,7 @@ def cdnow_task(hidden: int = 128, layers: int = 2, label: str = "again", limit: 
         val=val,
         test=test,
         metric=AUC,
-        train_settings=TrainSettings(max_epochs=max_epochs, lr=3e-3, batch_size=128, patience=4,
+        train_settings=TrainSettings(max_epochs=max_epochs, lr=3e-3, batch_size=256, patience=3,
                                      weight_decay=0.0),
         description=f"CDNOW weekly purchase sequences (39 weeks), label {label!r}, GRU {hidden}x{layers}",
         gene_choices={"importance": (Importance.L1, Importance.L2),
