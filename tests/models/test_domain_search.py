@@ -42,7 +42,8 @@ def test_fashion_mnist_tiny_search(tmp_path):
 def test_ucr_tiny_search_reports_drop_bounds(tmp_path):
     task = ucr_task("ArrowHead", nf=4, depth=3, max_epochs=4)
     _, results = run(task, tmp_path)
-    done = [t for t in results["all_trials"] if t["state"] != "FAIL" and t["key"] != results["baseline"]["key"]]
+    base_key = results["baseline"]["key"]
+    done = [t for t in results["all_trials"] if t["state"] != "FAIL" and t["key"] != base_key]
     assert done and all("drop_val_bounds" in t["metric"] for t in done)
     for t in done:
         lo, hi = t["metric"]["drop_val_bounds"]
