@@ -87,3 +87,17 @@ def test_int8_reaches_the_unrolled_form_only(encoder, tmp_path):
     xs = np.random.default_rng(0).standard_normal((4, 13, 3)).astype(np.float32)
     out = sess.run(None, {sess.get_inputs()[0].name: xs})[0]
     np.testing.assert_allclose(out, encoder(torch.from_numpy(xs)).detach().numpy(), atol=0.1)
+
+
+def test_pruned_gru_fine_tunes(encoder, rng):
+    """The replaced parameters must be the ones the GRU computes with (flat weights refreshed)."""
+    from petra.compression.training import fit
+    from petra.models.base import Split
+
+    pruned = prune_gru_units(copy.deepcopy(encoder), ratio=0.5, round_to=8)
+    split = Split(rng.standard_normal((64, 10, 3)).astype(np.float32), rng.integers(0, 2, 64))
+    x = torch.from_numpy(split.x[:4])
+    before_w, before_out = pruned.gru.weight_hh_l1.clone(), pruned(x).detach()
+    fit(pruned, split, epochs=1, lr=1e-2)
+    assert (pruned.gru.weight_hh_l1 - before_w).abs().max() > 0
+    assert (pruned(x) - before_out).abs().max() > 0
