@@ -12,12 +12,13 @@ stopping "in a few minutes" while keeping a real deployment model's shape (resid
 for pruning to respect, convolution-dominated latency).
 
 Recipe and baseline figure: Adam lr 3e-3 with cosine decay, batch 128, weight decay 5e-4, at
-most 6 epochs, early stopping on validation accuracy (patience 2). Measured here: about 92% on
-the test set. Published figures: ResNet-18 with augmentation 94.9% (Fashion-MNIST
-benchmark table in zalandoresearch/fashion-mnist), a 2-layer CNN ~91.6%. Our baseline sits
-between: it is trained to its plateau under this epoch budget, not to the state of the art,
-so "accuracy kept" claims are relative to a ~92% model. ``train_size`` trades baseline quality
-for training time.
+most 6 epochs, early stopping on validation accuracy (patience 2); the measured val/test
+accuracy is written beside the cached weights and shown by ``petra models``. Published
+figures: ResNet-18 with augmentation 94.9% (Fashion-MNIST benchmark table in
+zalandoresearch/fashion-mnist), a 2-layer CNN ~91.6%. Six epochs is a CPU budget, not the
+state of the art: "accuracy kept" claims are relative to this baseline, and the design note's
+warning applies (an under-trained baseline makes fine-tuned candidates look free).
+``train_size`` trades baseline quality for training time.
 """
 
 from __future__ import annotations

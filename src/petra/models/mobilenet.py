@@ -17,7 +17,8 @@ Recipe: all layers fine-tuned with Adam lr 1e-3, batch 64, at most 3 epochs on a
 stratified 10k subset of the training images (early stopping on the 10k validation split,
 patience 1); test = the official 10k test set. The published figure closest to this setup is
 Fashion-MNIST with ImageNet-pretrained MobileNetV2 fine-tuned at higher resolution,
-~93-95%; ours is bounded by the small subset and epoch budget and says so in ``petra models``.
+~93-95%; ours is bounded by the small subset and epoch budget (its measured figure is written
+beside the cached weights and shown by ``petra models``).
 """
 
 from __future__ import annotations
