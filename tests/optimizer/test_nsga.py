@@ -4,9 +4,10 @@ from petra.optimizer.nsga import initial_population, run_nsga2
 
 def test_initial_population_starts_with_seeds(rng):
     space = SearchSpace()
-    seeds = [tuple([0] * 12), tuple([1] * 12), tuple([0] * 12)]
+    n = len(space.gene_names)
+    seeds = [tuple([0] * n), tuple([1] * n), tuple([0] * n)]
     pop = initial_population(space, 6, seeds, rng)
-    assert pop.shape == (6, 12)
+    assert pop.shape == (6, n)
     assert tuple(pop[0]) == seeds[0] and tuple(pop[1]) == seeds[1]
     assert len({tuple(p) for p in pop}) == 6
 
@@ -20,8 +21,8 @@ def test_nsga2_improves_a_known_biobjective_problem():
         seen.append(genome)
         return [float(genome[0]), float(-genome[0] + genome[7])]
 
-    done = run_nsga2(space, evaluate, generations=6, population=8, seed=1)
-    assert done == 6
+    done = run_nsga2(space, evaluate, generations=8, population=8, seed=1)
+    assert done == 8
     first = seen[:8]
     assert max(g[7] for g in seen) >= max(g[7] for g in first)
     assert max(g[0] for g in seen) == space.sizes[0] - 1  # reached the extreme of gene 0
