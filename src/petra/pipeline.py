@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from petra.compression.lowrank import LowRankRegularizer, factorize, truncate
-from petra.compression.pruning import prune
+from petra.compression.pruning import Importance, prune
 from petra.compression.qat import calibrate, export_qat, prepare_qat
+from petra.compression.recurrent import has_recurrent, prune_gru_units, unroll_gru
 from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation
 from petra.compression.training import fit
-from petra.errors import CandidateError, CompileError, TrainError
+from petra.errors import CandidateError, CompileError, ExportError, TrainError
 from petra.exporters import (
     AccuracyControl,
     Artifact,
@@ -99,6 +100,8 @@ class Built:
     test: float
     measurement: Measurement
     stage_s: dict[str, float] = field(default_factory=dict)
+    #: the compiled session's validation outputs: paired-bootstrap bounds of the drop need them
+    val_outputs: np.ndarray | None = None
 
 
 class CandidateBuilder:
@@ -120,7 +123,9 @@ class CandidateBuilder:
         runtimes: dict[str, Runtime] | None = None,
         max_drop: float = 1.0,
     ) -> None:
-        self.task, self.teacher, self.runtime = task, teacher.eval(), runtime
+        # an ONNX-only task has no torch teacher (None): its file is the FP32 stage
+        self.task, self.runtime = task, runtime
+        self.teacher = teacher.eval() if teacher is not None else None
         #: every runtime a candidate may name in its ``runtime`` gene (``--runtime auto``)
         self.runtimes = {runtime.name: runtime} | dict(runtimes or {})
         self.max_drop = max_drop
@@ -133,7 +138,7 @@ class CandidateBuilder:
         # shared across runs when on; a run-private folder that is never read back when off
         self.stage_cache = stage_cache
         self.stage_dir = default_cache_dir() / "stages" if stage_cache else self.workdir / "stages"
-        self._inputs_hash = _inputs_hash(task, self.teacher, seed)
+        self._inputs_hash = _inputs_hash(task, self.teacher, seed) if self.teacher is not None else ""
         self._built_here: set[str] = set()
         #: every timing runs in this worker process, one at a time (see profilers.isolated)
         self.measurer = measurer or IsolatedMeasurer()
@@ -154,6 +159,9 @@ class CandidateBuilder:
 
     def torch_stage(self, cfg: CandidateConfig, timings: dict[str, float],
                     fidelity: Fidelity | None = None) -> Artifact:
+        onnx_model = getattr(self.task, "onnx_model", None)
+        if onnx_model is not None:  # ONNX-only task: every torch gene is pinned off
+            return Artifact.of(onnx_model)
         key = self.stage_key(cfg, fidelity)
         path = self.stage_dir / "torch" / key / "model.onnx"
         if path.is_file() and (self.stage_cache or key in self._built_here):
@@ -179,8 +187,12 @@ class CandidateBuilder:
         self.on_stage("prune")
         n = min(128, len(self.task.train))
         calib = (torch.from_numpy(self.task.train.x[:n]), torch.from_numpy(self.task.train.y[:n]))
-        prune(model, example, ratio=cfg.prune_ratio, importance=cfg.importance,
-              round_to=cfg.round_to, calibration=calib)
+        if has_recurrent(model):  # torch-pruning leaves nn.GRU untouched: prune hidden units
+            prune_gru_units(model, ratio=cfg.prune_ratio, round_to=cfg.round_to,
+                            p=1 if cfg.importance is Importance.L1 else 2)
+        else:
+            prune(model, example, ratio=cfg.prune_ratio, importance=cfg.importance,
+                  round_to=cfg.round_to, calibration=calib)
         timings["prune_s"] = time.perf_counter() - t0
         loss = (Distillation(self.teacher, cfg.reg_weight) if cfg.regularizer is Regularizer.KD
                 else CrossEntropy())
@@ -201,6 +213,10 @@ class CandidateBuilder:
             except (FloatingPointError, RuntimeError) as exc:
                 raise TrainError(f"fine-tuning failed: {exc}") from exc
         timings["finetune_s"] = time.perf_counter() - t0
+        if cfg.unroll_recurrent:
+            if not has_recurrent(model):
+                raise ExportError("unroll_recurrent is set but the model has no nn.GRU")
+            unroll_gru(model)
         t0 = time.perf_counter()
         self.on_stage("export")
         # written atomically: a crash leaves no half entry
@@ -304,4 +320,4 @@ class CandidateBuilder:
         test = self.task.metric(test_out, self.task.test.y)
         if not (math.isfinite(val) and math.isfinite(test)):
             raise CandidateError(f"metric is not finite (val={val}, test={test})")
-        return Built(cfg, art, val, test, m, timings)
+        return Built(cfg, art, val, test, m, timings, val_out)

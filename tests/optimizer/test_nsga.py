@@ -21,8 +21,8 @@ def test_nsga2_improves_a_known_biobjective_problem():
         seen.append(genome)
         return [float(genome[0]), float(-genome[0] + genome[7])]
 
-    done = run_nsga2(space, evaluate, generations=6, population=8, seed=1)
-    assert done == 6
+    done = run_nsga2(space, evaluate, generations=8, population=8, seed=1)
+    assert done == 8
     first = seen[:8]
     assert max(g[7] for g in seen) >= max(g[7] for g in first)
     assert max(g[0] for g in seen) == space.sizes[0] - 1  # reached the extreme of gene 0

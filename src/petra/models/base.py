@@ -8,8 +8,9 @@ is reported, never optimised against.
 from __future__ import annotations
 
 import hashlib
-import importlib
+import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,20 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.x)
+
+    @classmethod
+    def from_loader(cls, loader) -> Split:
+        """Materialise a ``torch.utils.data.DataLoader`` of ``(inputs, targets)`` batches once:
+        every candidate is scored on exactly the same examples, in the same order."""
+        xs, ys = [], []
+        for batch in loader:
+            if not isinstance(batch, list | tuple) or len(batch) != 2:
+                raise ConfigError("a data loader for petra must yield (inputs, targets) pairs")
+            xs.append(np.asarray(batch[0], dtype=np.float32))
+            ys.append(np.asarray(batch[1]))
+        if not xs:
+            raise ConfigError("the data loader yielded no batches; give it at least one example")
+        return cls(np.concatenate(xs), np.concatenate(ys))
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,59 @@ class Task:
     metric: Metric = ACCURACY
     train_settings: TrainSettings = field(default_factory=TrainSettings)
     description: str = ""
+    #: gene name -> the only choices that apply to this model (e.g. no BN-scale importance for a
+    #: GRU without BatchNorm); ``search_space`` removes the rest, so no gene is silently ignored
+    gene_choices: dict[str, tuple] = field(default_factory=dict)
+    #: when set (e.g. 0.9), feasibility is decided on this one-sided upper confidence bound of
+    #: the validation drop (paired bootstrap), not on the point estimate: small test sets
+    drop_confidence: float | None = None
+    #: the published figure the FP32 baseline is compared with, for ``petra models`` / reports
+    reference: str = ""
+
+    def search_space(self, space):
+        """``space`` with this task's ``gene_choices`` applied: where ``space`` holds the
+        library default for a gene, the task's choices replace it (this is how a GRU task opens
+        ``unroll_recurrent``); where the caller narrowed a gene, the two are intersected."""
+        from dataclasses import replace
+
+        from petra.optimizer.genome import SearchSpace
+
+        defaults = SearchSpace()
+        restricted = {}
+        for gene, allowed in self.gene_choices.items():
+            if gene not in space.gene_names:
+                raise ConfigError(f"task {self.name!r} restricts unknown gene {gene!r}; "
+                                  f"use one of {', '.join(space.gene_names)}")
+            current, allowed = getattr(space, gene), tuple(allowed)
+            if current == getattr(defaults, gene):
+                restricted[gene] = allowed
+            else:
+                restricted[gene] = tuple(c for c in current if c in allowed) or allowed[:1]
+        return replace(space, **restricted)
+
+    def drop_interval(self, base_outputs: np.ndarray, outputs: np.ndarray) -> tuple[float, float]:
+        """One-sided ``drop_confidence`` bounds (lower, upper) of the validation drop, by
+        paired bootstrap; ``upper`` is what feasibility is decided on.
+
+        Pairing (same resampled examples for both models) is what makes it tight: two models
+        that agree on every example have a zero-width interval however small the split is.
+        """
+        level = self.drop_confidence or 0.9
+        rng = np.random.default_rng(0)
+        y, n = self.val.y, len(self.val)
+        drops = []
+        for _ in range(400):
+            idx = rng.integers(0, n, n)
+            try:
+                drops.append(self.metric.drop(self.metric(base_outputs[idx], y[idx]),
+                                              self.metric(outputs[idx], y[idx])))
+            except ValueError:  # a resample with one class only (AUC undefined): skip it
+                continue
+        if not drops:
+            d = self.metric.drop(self.metric(base_outputs, y), self.metric(outputs, y))
+            return d, d
+        lo, hi = np.quantile(drops, [1 - level, level])
+        return float(lo), float(hi)
 
     @property
     def example_input(self) -> torch.Tensor:
@@ -112,7 +180,7 @@ class Task:
 
     def baseline(self, cache_dir: Path | None = None, log: Callable[[str], None] = print) -> nn.Module:
         """The trained FP32 model, from the cache when it exists."""
-        from petra.compression.training import train_baseline
+        from petra.compression.training import predict, train_baseline
 
         cache_dir = Path(cache_dir or default_cache_dir()) / "baselines"
         path = cache_dir / f"{self.name}-{self.content_hash()}.pt"
@@ -122,44 +190,103 @@ class Task:
             log(f"baseline: loaded cached weights {path}")
             return model.eval()
         log(f"baseline: training {self.name} to convergence (cached at {path})")
-        train_baseline(model, self)
+        t0 = time.monotonic()
+        report = train_baseline(model, self)
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
+        summary = {"task": self.name, "metric": self.metric.name, "epochs_run": report.epochs_run,
+                   "best_epoch": report.best_epoch, "train_s": time.monotonic() - t0,
+                   "val": self.metric(predict(model, self.val.x), self.val.y),
+                   "test": self.metric(predict(model, self.test.x), self.test.y),
+                   "reference": self.reference}
+        path.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+        log(f"baseline: {self.metric.name} val {summary['val']:.2f} test {summary['test']:.2f} "
+            f"after {report.epochs_run} epochs ({summary['train_s']:.0f}s)")
         return model.eval()
+
+    def baseline_summary(self, cache_dir: Path | None = None) -> dict | None:
+        """The cached baseline's metric and training record, or None before it is trained."""
+        cache_dir = Path(cache_dir or default_cache_dir()) / "baselines"
+        path = cache_dir / f"{self.name}-{self.content_hash()}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("PETRA_CACHE_DIR", Path.home() / ".cache" / "petra"))
 
 
-def _builtin_tasks() -> dict[str, Callable[[], Task]]:
-    from petra.models import digits
+UCR_SETS = ("ArrowHead", "OSULeaf", "ACSF1", "BasicMotions", "GunPoint", "ItalyPowerDemand")
 
-    return {"digits": digits.digits_task}
+
+def _builtin_tasks() -> dict[str, Callable[[], Task]]:
+    """Name -> factory. Factories load their data only when called (``petra models`` lists
+    names without touching a dataset that is not installed)."""
+    from functools import partial
+
+    from petra.models import cdnow, digits, fashion_mnist, mobilenet, ucr
+
+    tasks: dict[str, Callable[[], Task]] = {
+        "digits": digits.digits_task,
+        "fashion-mnist": fashion_mnist.fashion_mnist_task,
+        "mobilenetv2-fashion": mobilenet.mobilenet_fashion_task,
+        "cdnow": cdnow.cdnow_task,
+    }
+    for name in UCR_SETS:
+        tasks[f"ucr-{name}"] = partial(ucr.ucr_task, name)
+    return tasks
 
 
 def task_names() -> list[str]:
     return sorted(_builtin_tasks())
 
 
+def _load_factory(spec: str) -> Callable[[], object]:
+    """``package.module:function`` or ``path/to/file.py:function``."""
+    import importlib.util
+
+    target, _, attr = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise ConfigError(f"no such task file {target!r}; give 'path/to/file.py:make_task'")
+            mod_name = f"petra_user_task_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+            module_spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        return getattr(module, attr)
+    except ConfigError:
+        raise
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"cannot load task {spec!r} ({exc}); give 'module:function' or 'file.py:function'"
+        ) from None
+    except Exception as exc:  # the user's module raised while importing
+        raise ConfigError(
+            f"importing {target!r} raised {type(exc).__name__}: {exc}; fix that module"
+        ) from None
+
+
 def get_task(name: str) -> Task:
-    """A built-in task by name, or a user's task from ``"package.module:function"``."""
+    """A built-in task by name, or a user's task from ``"module:function"`` / ``"file.py:function"``."""
     builtin = _builtin_tasks()
     if name in builtin:
         return builtin[name]()
     if ":" in name:
-        module_name, _, attr = name.partition(":")
+        factory = _load_factory(name)
         try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(
-                f"cannot load task {name!r} ({exc}); give 'module:function' importable from here"
-            ) from None
-        task = factory()
+            task = factory()
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{name!r} raised {type(exc).__name__}: {exc}; fix the task factory") from None
         if not isinstance(task, Task):
-            raise ConfigError(f"{name!r} returned {type(task).__name__}, expected a petra Task")
+            raise ConfigError(f"{name!r} returned {type(task).__name__}, expected a petra Task "
+                              "(return petra.models.Task(...))")
         return task
     raise ConfigError(
         f"unknown task {name!r}; choose one of {', '.join(task_names())} or give 'module:function'"

@@ -57,10 +57,12 @@ class CandidateConfig:
     lowrank_ratio: float = 0.0  # SVD rank kept per factorized layer; 0 = off
     qat: bool = False  # quantization-aware fine-tune exported as QDQ (needs int8_static, epochs > 0)
     quant_exclude: QuantExclude = QuantExclude.NONE  # layers kept in float (mixed precision)
+    #: export recurrent layers as unrolled MatMuls (INT8 reaches them; the ONNX GRU op stays float)
+    unroll_recurrent: bool = False
 
     #: genes that only the torch stage (prune + fine-tune) reads
     TORCH_GENES = ("prune_ratio", "importance", "round_to", "epochs", "lr", "regularizer", "reg_weight",
-                   "lowrank_ratio", "qat")
+                   "lowrank_ratio", "qat", "unroll_recurrent")
     #: genes that only one runtime reads (ORT's quantizer and session; OpenVINO's compile; NNCF).
     #: QAT exports ORT's QDQ format itself, so it is an ORT gene too.
     ORT_GENES = ("graph_opt", "calibration", "per_channel", "qat", "quant_exclude")
@@ -143,7 +145,8 @@ class CandidateConfig:
             names -= {"runtime", *self.OV_GENES, *self.NNCF_GENES}
         c, d = self.canonical(), CandidateConfig()
         # genes added later hash only when switched on, for the same reason
-        names -= {g for g in ("lowrank_ratio", "qat", "quant_exclude") if getattr(c, g) == getattr(d, g)}
+        later = ("lowrank_ratio", "qat", "quant_exclude", "unroll_recurrent")
+        names -= {g for g in later if getattr(c, g) == getattr(d, g)}
         return self._digest(names)
 
     @property
@@ -179,6 +182,8 @@ class SearchSpace:
     lowrank_ratio: tuple[float, ...] = (0.0, 0.25, 0.5)
     qat: tuple[bool, ...] = (False, True)
     quant_exclude: tuple[QuantExclude, ...] = tuple(QuantExclude)
+    #: one choice unless a task with recurrent layers opens it (``Task.gene_choices``)
+    unroll_recurrent: tuple[bool, ...] = (False,)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -42,6 +42,8 @@ class Trial:
     val: float | None = None
     test: float | None = None
     drop: float | None = None
+    #: (lower, upper) one-sided bounds of the drop when the task decides on a confidence bound
+    drop_bounds: tuple[float, float] | None = None
     measurement: Measurement | None = None
     artifact: str | None = None
     stage_s: dict[str, float] = field(default_factory=dict)
@@ -71,6 +73,8 @@ class Trial:
             "stage_s": self.stage_s,
             "elapsed_s": self.elapsed_s,
         }
+        if self.drop_bounds is not None:
+            out["metric"]["drop_val_bounds"] = list(self.drop_bounds)
         if self.reason:
             out["reason"] = self.reason
         if self.measurement is not None:

@@ -91,9 +91,11 @@ class Study:
         self.task = task or get_task(cfg.task)
         cores = len(os.sched_getaffinity(0))
         n_threads = min(cores, cfg.max_threads or cores)
-        self.space = space or default_space(tuple(self.runtimes), n_threads)
+        # genes that do not apply to the task's model are removed from its space, not ignored
+        self.space = self.task.search_space(space or default_space(tuple(self.runtimes), n_threads))
         if set(self.space.runtime) != set(self.runtimes):  # --runtime decides the runtime gene
             self.space = replace(self.space, runtime=tuple(self.runtimes))
+        self.val_outputs: dict[str, object] = {}
         self.trials: list[Trial] = []
         self.by_key: dict[str, Trial] = {}
         self.baseline: Trial | None = None
@@ -154,10 +156,14 @@ class Study:
             trial.artifact = str(built.artifact.path.relative_to(self.out))
             base_val = self.baseline.val if self.baseline is not None else built.val
             trial.drop = self.task.metric.drop(base_val, built.val)
-            trial.state = (TrialState.COMPLETE if trial.drop <= self.cfg.max_drop
+            self.val_outputs[config.key] = built.val_outputs
+            decisive = self._decisive_drop(trial)
+            trial.state = (TrialState.COMPLETE if decisive <= self.cfg.max_drop
                            else TrialState.INFEASIBLE)
             if trial.state is TrialState.INFEASIBLE:
-                trial.reason = f"metric drop {trial.drop:.2f} > max_drop {self.cfg.max_drop}"
+                trial.reason = f"metric drop {decisive:.2f} > max_drop {self.cfg.max_drop}"
+                if trial.drop_bounds is not None:
+                    trial.reason += f" (upper {self.task.drop_confidence:.0%} bound; point {trial.drop:.2f})"
         except CandidateError as exc:
             trial.reason = f"{exc.stage}: {exc}"
         except (ConfigError, KeyboardInterrupt):
@@ -181,6 +187,17 @@ class Study:
             f.write(json.dumps(entry) + "\n")
         self.progress.trial_end(entry)
         return trial
+
+    def _decisive_drop(self, trial: Trial) -> float:
+        """The drop feasibility is decided on: the point estimate, or for tasks with small
+        validation sets (``Task.drop_confidence``) the upper bound of a paired bootstrap."""
+        if not self.task.drop_confidence or self.baseline is None:
+            return trial.drop
+        base_out = self.val_outputs.get(self.baseline.config.key)
+        if base_out is None:
+            return trial.drop
+        trial.drop_bounds = self.task.drop_interval(base_out, self.val_outputs[trial.config.key])
+        return trial.drop_bounds[1]
 
     # -- phases ---------------------------------------------------------------------------
     def measure_baseline(self) -> Trial:

@@ -1,0 +1,114 @@
+"""A task for users who only have an ONNX model: ``petra optimize --onnx m.onnx --data d.npz``.
+
+Without the torch model there is nothing to prune or fine-tune, so every torch gene is pinned
+to "off" in this task's search space (``gene_choices``) and only the genes that need no torch
+remain: precision, calibration, per-channel, graph optimization, threads. The pipeline skips
+the torch stage and starts from the given file.
+
+The data file is an ``.npz`` read with ``allow_pickle=False`` (nothing is unpickled): ``x``
+(inputs, batch first, required) and optionally ``y`` (integer class labels). With ``y`` the
+metric is top-1 accuracy; without it, top-1 agreement with the FP32 model's own predictions
+(a quantized model that changes no prediction scores 100). The examples are split (seeded)
+50/25/25 into calibration / validation (selection) / held-out test.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from petra.errors import ConfigError
+from petra.models.base import ACCURACY, Metric, Split, Task, default_cache_dir
+
+MIN_EXAMPLES = 8
+
+
+def torch_genes_off() -> dict[str, tuple]:
+    """Every gene the torch stage reads, pinned to its default ("nothing happens") value."""
+    from petra.optimizer.genome import CandidateConfig
+
+    default = CandidateConfig()
+    return {g: (getattr(default, g),) for g in CandidateConfig.TORCH_GENES}
+
+
+@dataclass
+class OnnxTask(Task):
+    onnx_model: Path | None = None
+
+    def baseline(self, cache_dir: Path | None = None, log=print) -> nn.Module | None:
+        """No torch model exists: the FP32 ONNX file *is* the baseline."""
+        log(f"baseline: the given ONNX model {self.onnx_model}")
+        return None
+
+    def content_hash(self) -> str:
+        from petra.exporters.artifact import sha256_file
+
+        return sha256_file(self.onnx_model)[:16]
+
+
+def _fp32_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    from petra.runtimes import get_runtime
+
+    session = get_runtime("onnxruntime").compile(path)
+    return session.run_batched(x)
+
+
+def onnx_task(onnx_path: Path | str, data_path: Path | str, seed: int = 0) -> OnnxTask:
+    import onnx
+
+    onnx_path, data_path = Path(onnx_path), Path(data_path)
+    if not onnx_path.is_file():
+        raise ConfigError(f"no such model file {str(onnx_path)!r}; pass --onnx path/to/model.onnx")
+    if not data_path.is_file():
+        raise ConfigError(f"no such data file {str(data_path)!r}; pass --data with an .npz holding 'x'")
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception as exc:
+        raise ConfigError(f"{onnx_path} is not an ONNX model ({type(exc).__name__}); "
+                          "pass a file written by torch.onnx.export") from None
+    batch_dim = graph.input[0].type.tensor_type.shape.dim[0]
+    if batch_dim.HasField("dim_value") and batch_dim.dim_value != 0:
+        raise ConfigError(f"{onnx_path.name} has a fixed batch size {batch_dim.dim_value}; export it "
+                          "with a dynamic batch axis (dynamic_axes={'input': {0: 'batch'}})")
+    try:
+        with np.load(data_path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise ConfigError(f"cannot read {data_path} as .npz ({type(exc).__name__}: {exc}); "
+                          "save it with numpy.savez(path, x=inputs[, y=labels])") from None
+    if "x" not in arrays:
+        raise ConfigError(f"{data_path.name} has no array 'x' (found {sorted(arrays)}); "
+                          "save it with numpy.savez(path, x=inputs[, y=labels])")
+    x = np.ascontiguousarray(arrays["x"], dtype=np.float32)
+    if len(x) < MIN_EXAMPLES:
+        raise ConfigError(f"{data_path.name} holds {len(x)} examples; give at least {MIN_EXAMPLES}")
+    # the cache keeps a copy so trial artifacts never point at a file the user may move
+    local = Path(default_cache_dir()) / "onnx" / f"{onnx_path.stem}.onnx"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_path, local)
+    if "y" in arrays:
+        y, metric = np.asarray(arrays["y"]).astype(np.int64), ACCURACY
+        if len(y) != len(x):
+            raise ConfigError(f"{data_path.name}: 'x' has {len(x)} rows but 'y' has {len(y)}")
+    else:
+        out = _fp32_outputs(local, x)
+        if out.ndim != 2:
+            raise ConfigError(f"the model's output has shape {out.shape[1:]}, not (classes,): "
+                              "add integer labels 'y' to the .npz")
+        y, metric = out.argmax(axis=1).astype(np.int64), Metric("agreement", ACCURACY.fn)
+    idx = np.random.default_rng(seed).permutation(len(x))
+    a, b = len(x) // 2, (3 * len(x)) // 4
+    parts = [Split(x[idx[s]], y[idx[s]]) for s in (slice(0, a), slice(a, b), slice(b, None))]
+    return OnnxTask(
+        name=f"onnx-{onnx_path.stem}",
+        build_model=nn.Identity,
+        train=parts[0], val=parts[1], test=parts[2],
+        metric=metric,
+        description=f"ONNX model {onnx_path.name} with {len(x)} examples from {data_path.name}",
+        gene_choices=torch_genes_off(),
+        onnx_model=local,
+    )

@@ -1,0 +1,112 @@
+"""Every built-in dataset loads for real (small slices), with the shapes and label counts the
+tasks promise; missing data and bad user factories are one-line ConfigErrors."""
+
+import numpy as np
+import pytest
+import torch
+
+from petra.compression.pruning import Importance
+from petra.errors import ConfigError
+from petra.models import Task, get_task, task_names
+from petra.models import fashion_mnist as fm
+from petra.models.cdnow import build_dataset, cdnow_task, roc_auc_percent
+from petra.models.mobilenet import MobileNetV2, pretrained_mobilenet_v2
+from petra.models.ucr import load_ucr
+from petra.optimizer.genome import Regularizer, SearchSpace
+
+
+def test_registry_lists_every_domain():
+    names = task_names()
+    for n in ("digits", "fashion-mnist", "mobilenetv2-fashion", "cdnow", "ucr-OSULeaf", "ucr-ArrowHead",
+              "ucr-ACSF1", "ucr-BasicMotions"):
+        assert n in names
+
+
+def test_fashion_mnist_is_the_real_dataset():
+    raw = fm.load_raw()
+    assert raw["train_x"].shape == (60000, 28, 28) and raw["test_x"].shape == (10000, 28, 28)
+    assert np.bincount(raw["train_y"]).tolist() == [6000] * 10  # the published class balance
+    train, val, test = fm.load_splits(train_size=500, val_size=200, test_size=200)
+    assert (len(train), len(val), len(test)) == (500, 200, 200)
+    assert train.x.shape[1:] == (1, 28, 28) and train.x.dtype == np.float32
+    for split in (train, val, test):
+        assert set(np.unique(split.y)) == set(range(10))
+    assert abs(float(train.x.mean())) < 0.1  # normalised with the dataset's mean and std
+
+
+def test_missing_fashion_mnist_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("PETRA_FASHION_MNIST_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="apt-get install -y dataset-fashion-mnist"):
+        fm.load_splits()
+
+
+@pytest.mark.parametrize("name, channels, length, classes, total", [
+    ("ArrowHead", 1, 251, 3, 211), ("OSULeaf", 1, 427, 6, 442), ("BasicMotions", 6, 100, 4, 80),
+])
+def test_ucr_sets_load_with_their_shapes(name, channels, length, classes, total):
+    train, val, test = load_ucr(name)
+    assert len(train) + len(val) + len(test) == total
+    assert train.x.shape[1:] == (channels, length)
+    assert set(np.unique(train.y)) == set(range(classes))
+    np.testing.assert_allclose(train.x.mean(axis=2), 0, atol=1e-4)  # per-series z-normalised
+    with pytest.raises(ConfigError, match="choose one of"):
+        load_ucr("NotASet")
+
+
+def test_cdnow_sequences_and_label():
+    x, y = build_dataset("again")
+    assert x.shape == (23570, 39, 3) and x.dtype == np.float32
+    assert abs(y.mean() - 0.299) < 0.005  # 29.9% buy again after 1997-09-30
+    assert (x[:, :, 2] > 0).any(axis=1).all()  # every customer first bought in 1997-Q1
+    multi = build_dataset("repeat-count")[1]
+    assert set(np.unique(multi)) == {0, 1, 2, 3}
+    assert roc_auc_percent(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([1, 0])) == 100.0
+
+
+def test_mobilenet_loads_torchvision_weights_and_folds_grey_exactly():
+    grey = pretrained_mobilenet_v2(num_classes=10, resolution=32).eval()
+    # torchvision's MobileNetV2 with 10 classes has 2,236,682; the grey stem has 2 x 32 x 9 fewer
+    assert sum(p.numel() for p in grey.parameters()) == 2_236_682 - 2 * 32 * 9
+    rgb = MobileNetV2(10, 32, in_channels=3).eval()
+    state = grey.state_dict()
+    state["features.0.0.weight"] = state["features.0.0.weight"].repeat(1, 3, 1, 1) / 3
+    rgb.load_state_dict(state)
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(grey(x), rgb(x.repeat(1, 3, 1, 1)), atol=1e-4, rtol=1e-4)
+
+
+def test_task_search_space_removes_genes_that_do_not_apply():
+    task = cdnow_task(hidden=8, layers=1, limit=600, max_epochs=1)
+    space = task.search_space(SearchSpace())
+    assert set(space.importance) == {Importance.L1, Importance.L2}
+    assert set(space.regularizer) == {Regularizer.NONE, Regularizer.KD}
+    assert space.unroll_recurrent == (False, True)
+    bad = Task("t", task.build_model, task.train, task.val, task.test, gene_choices={"nope": (1,)})
+    with pytest.raises(ConfigError, match="unknown gene 'nope'"):
+        bad.search_space(SearchSpace())
+
+
+def test_drop_interval_is_paired():
+    task = cdnow_task(hidden=8, layers=1, limit=600, max_epochs=1)
+    rng = np.random.default_rng(0)
+    out = rng.standard_normal((len(task.val), 2))
+    assert task.drop_interval(out, out) == (0.0, 0.0)
+    lo, hi = task.drop_interval(out, out + rng.standard_normal(out.shape))
+    assert lo < hi
+
+
+def test_user_task_from_a_file(tmp_path):
+    f = tmp_path / "mine.py"
+    f.write_text(
+        "from petra.models.digits import digits_task\n"
+        "def make(): return digits_task(width=4)\n"
+        "def wrong(): return 42\n"
+        "def boom(): raise RuntimeError('no data here')\n"
+    )
+    assert isinstance(get_task(f"{f}:make"), Task)
+    with pytest.raises(ConfigError, match="expected a petra Task"):
+        get_task(f"{f}:wrong")
+    with pytest.raises(ConfigError, match="raised RuntimeError: no data here"):
+        get_task(f"{f}:boom")
+    with pytest.raises(ConfigError, match="no such task file"):
+        get_task(f"{tmp_path / 'absent.py'}:make")
