@@ -293,7 +293,7 @@ class CandidateBuilder:
         return self.measurer.measure(req)
 
     def eval_files(self) -> tuple[Path, Path]:
-        """Validation and test inputs as .npy files the worker memory-maps (written once)."""
+        """Validation and test inputs as .npy files the worker reads (written once)."""
         folder = self.workdir / "data"
         paths = (folder / "val_x.npy", folder / "test_x.npy")
         if not all(p.is_file() for p in paths):
