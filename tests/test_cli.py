@@ -7,9 +7,9 @@ import sys
 import pytest
 
 
-def petra(*args, timeout=120):
+def petra(*args, env=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "petra.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def _one_line_error(proc, *words):
@@ -18,7 +18,7 @@ def _one_line_error(proc, *words):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
     for w in words:
-        assert w in lines[0]
+        assert w in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(

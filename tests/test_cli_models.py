@@ -1,24 +1,10 @@
 """CLI paths of the task zoo: `petra models`, user task files, the ONNX-only flags."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-
-def petra(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "petra.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-def _one_line_error(proc, *words):
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
+from tests.test_cli import _one_line_error, petra
 
 
 def test_models_lists_sizes_and_parameters():
