@@ -51,7 +51,7 @@ def main() -> None:
     task = digits_task(width=args.width)
     teacher = task.baseline()
     builder = CandidateBuilder(task, teacher, get_runtime("onnxruntime"), args.workdir,
-                               policy=TimingPolicy(max_time_s=4.0), log=print)
+                               policy=TimingPolicy(max_time_s=4.0))
     rows, base = {}, None
     print(f"load average before: {load_average()}")
     for name, cfg in configs(args.epochs).items():

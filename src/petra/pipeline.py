@@ -116,7 +116,6 @@ class CandidateBuilder:
         policy: TimingPolicy = TimingPolicy(),
         calibration_size: int = 256,
         seed: int = 0,
-        log: Callable[[str], None] = lambda s: None,
         on_stage: Callable[[str], None] = lambda s: None,
         stage_cache: bool = True,
         measurer: IsolatedMeasurer | None = None,
@@ -130,7 +129,7 @@ class CandidateBuilder:
         self.runtimes = {runtime.name: runtime} | dict(runtimes or {})
         self.max_drop = max_drop
         self.workdir = Path(workdir)
-        self.throughput_batch, self.policy, self.seed, self.log = throughput_batch, policy, seed, log
+        self.throughput_batch, self.policy, self.seed = throughput_batch, policy, seed
         self.on_stage = on_stage
         rng = np.random.default_rng(seed)
         idx = rng.permutation(len(task.train))[: min(calibration_size, len(task.train))]

@@ -394,7 +394,7 @@ class Study:
         teacher = self.task.baseline(log=self.log)
         self.builder = CandidateBuilder(self.task, teacher, self.runtime, self.out,
                                         throughput_batch=self.cfg.batch, policy=SEARCH_POLICY,
-                                        seed=self.cfg.seed, log=self.log,
+                                        seed=self.cfg.seed,
                                         on_stage=self.progress.stage,
                                         stage_cache=self.cfg.stage_cache, runtimes=self.runtimes,
                                         max_drop=self.cfg.max_drop)

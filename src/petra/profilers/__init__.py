@@ -2,9 +2,9 @@
 
 from petra.profilers.fingerprint import fingerprint, machine, versions
 from petra.profilers.isolated import IsolatedMeasurer, MeasureRequest, measure_isolated
-from petra.profilers.measure import Measurement, evaluate_metric, measure
+from petra.profilers.measure import Measurement, measure
 from petra.profilers.timing import Timing, TimingPolicy, median_ci, should_stop, time_calls
 
 __all__ = ["IsolatedMeasurer", "MeasureRequest", "Measurement", "Timing", "TimingPolicy",
-           "evaluate_metric", "fingerprint", "machine", "measure", "measure_isolated", "median_ci",
+           "fingerprint", "machine", "measure", "measure_isolated", "median_ci",
            "should_stop", "time_calls", "versions"]

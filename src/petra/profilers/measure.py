@@ -10,16 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from petra.profilers.resources import CpuWatch, load_average
 from petra.profilers.timing import Timing, TimingPolicy, time_calls
 from petra.runtimes.base import Session
-
-if TYPE_CHECKING:  # models.base imports torch; measurement workers must start without it
-    from petra.models.base import Metric, Split
 
 #: other processes keeping more than this many cores busy (mean over the measurement) = loaded.
 #: An idle machine shows ~0.01-0.05 (kernel threads, this shell); one neighbour busy-loop ~1.
@@ -158,8 +154,3 @@ def measure(
         batch_timings={b: t for b, t in timed.items() if b not in (first, last)},
         threads={"intra_op": session.settings.get("threads")}, other_load_cores=other,
     )
-
-
-def evaluate_metric(session: Session, split: Split, metric: Metric) -> float:
-    """The task metric computed by the compiled session itself, never by eager torch."""
-    return metric(session.run_batched(split.x), split.y)
