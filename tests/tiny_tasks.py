@@ -1,7 +1,35 @@
-"""Tasks importable as ``--task tests.tiny_tasks:NAME`` by CLI tests that run petra in a subprocess."""
+"""Tasks importable as ``--task tests.tiny_tasks:NAME`` by CLI tests that run petra in a subprocess,
+and by training processes of the parallel executors."""
 
-from petra.models.digits import digits_task
+import multiprocessing as mp
+import os
+import signal
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from petra.models.digits import DigitsResNet, digits_task
 
 
 def digits_w8():
     return digits_task(width=8)
+
+
+class KillsInTraining(nn.Module):
+    """The digits CNN, except that a training step in a child process kills that process with
+    SIGKILL (what an out-of-memory kill of a training worker looks like). The baseline, trained
+    in the test process itself, and inference anywhere are unaffected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = DigitsResNet(8)
+
+    def forward(self, x):
+        if self.training and torch.is_grad_enabled() and mp.parent_process() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.net(x)
+
+
+def digits_killed_in_training():
+    return replace(digits_task(width=8), name="digits-w8-killed-in-training", build_model=KillsInTraining)

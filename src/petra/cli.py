@@ -102,6 +102,15 @@ def optimize(
                                                    "and runtime genes only (needs --data)"),
     data: Optional[Path] = typer.Option(None, help=".npz with 'x' (inputs) and optional 'y' "
                                                    "(labels) for --onnx"),
+    executor: Optional[str] = typer.Option(None, help="local | ray: where candidates train and are "
+                                                      "measured [local]"),
+    workers: Optional[int] = typer.Option(None, help="local training processes; measurements stay "
+                                                     "one at a time [1]"),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (auto, HOST:6379) "
+                                                         "[a local one]"),
+    ray_target: Optional[str] = typer.Option(None, help="measure only on Ray nodes with resource "
+                                                        "petra-target:NAME [default]"),
+    train_device: Optional[str] = typer.Option(None, help="cpu | cuda: where fine-tuning runs [cpu]"),
 ) -> None:
     """Evolve compression configs; fitness is measured on the target runtime."""
     from petra.config import load_config
@@ -119,7 +128,9 @@ def optimize(
         cfg = load_config(config, task=task, runtime=runtime, device=device, generations=generations,
                           population=population, time_budget=time_budget, max_drop=max_drop,
                           prefer=prefer, batch=batch, max_threads=max_threads, seed=seed,
-                          output=output, progress=progress, mlflow_uri=mlflow_uri)
+                          output=output, progress=progress, mlflow_uri=mlflow_uri,
+                          executor=executor, workers=workers, ray_address=ray_address,
+                          ray_target=ray_target, train_device=train_device)
         results = run_study(cfg, task=task_object, progress=make_progress(cfg.progress))
     except PetraError as exc:
         fail(str(exc))

@@ -37,6 +37,16 @@ class RunConfig(BaseModel):
     stage_cache: bool = True
     progress: Literal["rich", "quiet", "json"] = "rich"
     mlflow_uri: str | None = None
+    #: where candidates train and are measured: this machine, or a Ray cluster
+    executor: Literal["local", "ray"] = "local"
+    #: local training processes (measurements stay one at a time, training paused meanwhile)
+    workers: int = Field(1, ge=1, le=64)
+    #: Ray cluster address (``auto``, ``HOST:6379``, ``ray://HOST:10001``); None starts a local one
+    ray_address: str | None = None
+    #: measurements run only on nodes that carry the resource ``petra-target:<ray_target>``
+    ray_target: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    #: where fine-tuning runs ("cuda": Ray asks for a GPU per training task)
+    train_device: Literal["cpu", "cuda"] = "cpu"
 
     @field_validator("device")
     @classmethod
@@ -143,6 +153,17 @@ seed: 0
 progress: rich
 # Log the study to MLflow (one run per study, nested runs per trial), e.g. file:./mlruns
 # mlflow_uri: file:./mlruns
+
+# Where candidates train and are measured: local (this machine) | ray (a Ray cluster).
+executor: local
+# Local training processes; measurements stay one at a time (training is paused meanwhile).
+workers: 1
+# With executor: ray -- the cluster, and the label of the nodes that are the target hardware
+# (started with: ray start --address HEAD:6379 --num-cpus 0 --resources '{"petra-target:edge-a": 1}')
+# ray_address: auto
+# ray_target: edge-a
+# Where fine-tuning runs: cpu | cuda (with ray, each training task asks for one GPU).
+train_device: cpu
 """
 
 

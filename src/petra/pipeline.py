@@ -121,13 +121,14 @@ class CandidateBuilder:
         measurer: IsolatedMeasurer | None = None,
         runtimes: dict[str, Runtime] | None = None,
         max_drop: float = 1.0,
+        train_device: str = "cpu",
     ) -> None:
         # an ONNX-only task has no torch teacher (None): its file is the FP32 stage
         self.task, self.runtime = task, runtime
         self.teacher = teacher.eval() if teacher is not None else None
         #: every runtime a candidate may name in its ``runtime`` gene (``--runtime auto``)
         self.runtimes = {runtime.name: runtime} | dict(runtimes or {})
-        self.max_drop = max_drop
+        self.max_drop, self.train_device = max_drop, train_device
         self.workdir = Path(workdir)
         self.throughput_batch, self.policy, self.seed = throughput_batch, policy, seed
         self.on_stage = on_stage
@@ -147,6 +148,23 @@ class CandidateBuilder:
             for name, rt in self.runtimes.items()
         }
 
+    def recipe(self) -> dict:
+        """What another process needs to build candidates exactly as this builder does (the
+        measurement side stays here: a worker only trains, exports and quantizes)."""
+        return {"task": self.task, "teacher": self.teacher, "runtimes": self._runtime_refs,
+                "workdir": self.workdir, "throughput_batch": self.throughput_batch,
+                "policy": self.policy, "seed": self.seed, "stage_cache": self.stage_cache,
+                "max_drop": self.max_drop, "train_device": self.train_device}
+
+    @classmethod
+    def from_recipe(cls, recipe: dict, **overrides) -> CandidateBuilder:
+        from petra.profilers.isolated import load_runtime
+
+        r = dict(recipe) | overrides
+        runtimes = {name: load_runtime(ref) for name, ref in r.pop("runtimes").items()}
+        task, teacher, workdir = r.pop("task"), r.pop("teacher"), r.pop("workdir")
+        return cls(task, teacher, next(iter(runtimes.values())), workdir, runtimes=runtimes, **r)
+
     # -- stages ---------------------------------------------------------------------------
     def stage_key(self, cfg: CandidateConfig, fidelity: Fidelity | None = None) -> str:
         """hash(stage, its config, its input's hash, library versions): content-addressed, so
@@ -154,6 +172,8 @@ class CandidateBuilder:
         payload = {"stage": "torch", "genes": cfg.torch_key, "inputs": self._inputs_hash,
                    "fidelity": repr(fidelity) if fidelity else None,
                    "versions": {k: v for k, v in versions().items() if k != "petra"}}
+        if self.train_device != "cpu":  # GPU kernels give other weights than the CPU's
+            payload["device"] = self.train_device
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
     def torch_stage(self, cfg: CandidateConfig, timings: dict[str, float],
@@ -178,7 +198,9 @@ class CandidateBuilder:
                 sparse_epochs = max(1, epochs // 2)
                 post_epochs = epochs - sparse_epochs
                 fit(model, train, epochs=sparse_epochs, lr=cfg.lr,
-                    loss=BNSparsity(cfg.reg_weight * L1_SCALE), seed=self.seed)
+                    loss=BNSparsity(cfg.reg_weight * L1_SCALE), seed=self.seed,
+                    device=self.train_device)
+                model.cpu()  # pruning traces the graph on the CPU
         except (FloatingPointError, RuntimeError) as exc:
             raise TrainError(f"sparse training failed: {exc}") from exc
         timings["sparsity_s"] = time.perf_counter() - t0
@@ -193,7 +215,9 @@ class CandidateBuilder:
             prune(model, example, ratio=cfg.prune_ratio, importance=cfg.importance,
                   round_to=cfg.round_to, calibration=calib)
         timings["prune_s"] = time.perf_counter() - t0
-        loss = (Distillation(self.teacher, cfg.reg_weight) if cfg.regularizer is Regularizer.KD
+        teacher = self.teacher if self.train_device == "cpu" else copy.deepcopy(self.teacher).to(
+            self.train_device)
+        loss = (Distillation(teacher, cfg.reg_weight) if cfg.regularizer is Regularizer.KD
                 else CrossEntropy())
         if cfg.lowrank_ratio > 0:
             t0 = time.perf_counter()
@@ -208,9 +232,11 @@ class CandidateBuilder:
             self.on_stage("finetune")
             lr = cfg.lr * (QAT_LR_SCALE if cfg.qat else 1.0)
             try:
-                fit(model, train, epochs=post_epochs, lr=lr, loss=loss, seed=self.seed)
+                fit(model, train, epochs=post_epochs, lr=lr, loss=loss, seed=self.seed,
+                    device=self.train_device)
             except (FloatingPointError, RuntimeError) as exc:
                 raise TrainError(f"fine-tuning failed: {exc}") from exc
+            model.cpu()
         timings["finetune_s"] = time.perf_counter() - t0
         if cfg.unroll_recurrent:
             if not has_recurrent(model):
@@ -233,9 +259,10 @@ class CandidateBuilder:
         if svd_epochs:
             try:
                 fit(model, train, epochs=svd_epochs, lr=cfg.lr, loss=LowRankRegularizer(loss),
-                    seed=self.seed)
+                    seed=self.seed, device=self.train_device)
             except (FloatingPointError, RuntimeError) as exc:
                 raise TrainError(f"low-rank training failed: {exc}") from exc
+        model.cpu()
         truncate(model, cfg.lowrank_ratio)
         return epochs - svd_epochs
 
@@ -279,17 +306,23 @@ class CandidateBuilder:
         return rt
 
 
+    def request(
+        self, cfg: CandidateConfig, artifact: Artifact, policy: TimingPolicy | None = None,
+        eval_inputs: tuple[Path, ...] = (),
+    ) -> MeasureRequest:
+        """What the measurement worker needs, as plain data: latency at batch 1 and throughput
+        on real validation inputs (an executor may move it to another machine)."""
+        self.runtime_for(cfg)  # a runtime outside this search is this candidate's error
+        return MeasureRequest(artifact.path, self._runtime_refs[cfg.runtime], cfg.runtime_settings(),
+                              sample=self.task.val.x[:64], batches=(1, self.throughput_batch),
+                              policy=policy or self.policy, size_bytes=artifact.size_bytes,
+                              eval_inputs=eval_inputs)
+
     def measure(
         self, cfg: CandidateConfig, artifact: Artifact, policy: TimingPolicy | None = None,
         eval_inputs: tuple[Path, ...] = (),
     ) -> Measurement:
-        """Latency (batch 1) and throughput on real validation inputs, in the isolated worker."""
-        self.runtime_for(cfg)  # a runtime outside this search is this candidate's error
-        req = MeasureRequest(artifact.path, self._runtime_refs[cfg.runtime], cfg.runtime_settings(),
-                             sample=self.task.val.x[:64], batches=(1, self.throughput_batch),
-                             policy=policy or self.policy, size_bytes=artifact.size_bytes,
-                             eval_inputs=eval_inputs)
-        return self.measurer.measure(req)
+        return self.measurer.measure(self.request(cfg, artifact, policy, eval_inputs))
 
     def eval_files(self) -> tuple[Path, Path]:
         """Validation and test inputs as .npy files the worker reads (written once)."""
@@ -314,6 +347,11 @@ class CandidateBuilder:
         # crashes on this artifact takes the worker down, never the search
         m = self.measure(cfg, art, fidelity.timing if fidelity else None, self.eval_files())
         timings["measure_s"] = time.perf_counter() - t0
+        return self.scored(cfg, art, m, timings)
+
+    def scored(self, cfg: CandidateConfig, art: Artifact, m: Measurement,
+               timings: dict[str, float]) -> Built:
+        """The task metric from the outputs the measurement brought back from the runtime."""
         val_out, test_out = m.extra.pop("outputs")
         val = self.task.metric(val_out, self.task.val.y)
         test = self.task.metric(test_out, self.task.test.y)

@@ -28,15 +28,21 @@ class FitReport:
 
 
 def set_torch_threads() -> None:
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    """Every core this process may use; an executor that shares the machine between several
+    training processes narrows their affinity (or sets ``PETRA_TORCH_THREADS``) first."""
+    forced = os.environ.get("PETRA_TORCH_THREADS", "")
+    torch.set_num_threads(int(forced) if forced.isdigit() and int(forced) > 0
+                          else max(1, len(os.sched_getaffinity(0))))
 
 
 def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     model.eval()
+    device = next(model.parameters(), torch.empty(0)).device
     outs = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).numpy())
+            xb = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size])).to(device)
+            outs.append(model(xb).cpu().numpy())
     return np.concatenate(outs)
 
 
@@ -53,9 +59,14 @@ def fit(
     metric: Metric | None = None,
     patience: int | None = None,
     seed: int = 0,
+    device: str = "cpu",
 ) -> FitReport:
-    """Adam with cosine decay; with ``val`` and ``patience``, early stopping on the metric."""
+    """Adam with cosine decay; with ``val`` and ``patience``, early stopping on the metric.
+
+    On ``device`` "cuda" the model trains on the GPU (the data stays in host memory and goes
+    over batch by batch); the caller moves it back to the CPU for export."""
     set_torch_threads()
+    model.to(device)
     loss = loss or CrossEntropy()
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -73,7 +84,7 @@ def fit(
             idx = perm[i : i + batch_size]
             if len(idx) < 2:  # BatchNorm cannot train on a single example
                 continue
-            x, y = x_all[idx], y_all[idx]
+            x, y = x_all[idx].to(device), y_all[idx].to(device)
             logits = model(x)
             value = loss(model, x, y, logits)
             if not torch.isfinite(value):

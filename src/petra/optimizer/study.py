@@ -11,8 +11,7 @@ import json
 import math
 import os
 import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from petra import __version__
 from petra.compression.pruning import Importance
 from petra.config import RunConfig, ensure_writable
 from petra.errors import CandidateError, ConfigError
+from petra.executors import Executor, Job, Outcome, make_executor
 from petra.exporters import Artifact, Calibration, Precision
 from petra.handoff import write_handoff
 from petra.models.base import Task, get_task
@@ -76,8 +76,11 @@ class Study:
         log: Callable[[str], None] = print,
         progress: Progress | None = None,
         resume: bool = False,
+        executor: Executor | None = None,
     ) -> None:
         self.cfg, self.resume = cfg, resume
+        #: where candidates are built and measured (from ``cfg.executor`` unless given)
+        self.executor = executor
         self.progress = progress or PlainProgress(log)
         if cfg.mlflow_uri:
             from petra.tracking import MlflowProgress
@@ -145,34 +148,40 @@ class Study:
     def build_trial(self, config: CandidateConfig, generation: int,
                     fidelity: Fidelity | None = None) -> Trial:
         """Build and measure one candidate; not recorded yet (see ``record``)."""
-        t0 = time.monotonic()
-        trial = Trial(number=len(self.trials), generation=generation, config=config,
-                      state=TrialState.FAIL)
-        self.progress.trial_start(trial.number, generation, config.to_json())
+        return next(self.build_trials([config], generation, fidelity))[1]
+
+    def build_trials(self, configs: list[CandidateConfig], generation: int,
+                     fidelity: Fidelity | None = None) -> Iterator[tuple[int, Trial]]:
+        """(position in ``configs``, trial) as each one finishes on the executor, in any order;
+        closing the iterator early abandons the rest (budget spent)."""
+        for i, c in enumerate(configs):
+            self.progress.trial_start(len(self.trials) + i, generation, c.to_json())
+        outcomes = self.executor.run(Job(i, c, fidelity) for i, c in enumerate(configs))
         try:
-            built = self.builder.evaluate(config, fidelity)
-            trial.val, trial.test, trial.measurement = built.val, built.test, built.measurement
-            trial.stage_s = built.stage_s
-            trial.artifact = str(built.artifact.path.relative_to(self.out))
-            base_val = self.baseline.val if self.baseline is not None else built.val
-            trial.drop = self.task.metric.drop(base_val, built.val)
-            self.val_outputs[config.key] = built.val_outputs
-            decisive = self._decisive_drop(trial)
-            trial.state = (TrialState.COMPLETE if decisive <= self.cfg.max_drop
-                           else TrialState.INFEASIBLE)
-            if trial.state is TrialState.INFEASIBLE:
-                trial.reason = f"metric drop {decisive:.2f} > max_drop {self.cfg.max_drop}"
-                if trial.drop_bounds is not None:
-                    trial.reason += f" (upper {self.task.drop_confidence:.0%} bound; point {trial.drop:.2f})"
-        except CandidateError as exc:
-            trial.reason = f"{exc.stage}: {exc}"
-        except (ConfigError, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # a bug or a library crash in one candidate must not end the search
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            where = f"{Path(frame.filename).name}:{frame.lineno}"
-            trial.reason = f"unexpected {type(exc).__name__}: {exc} @ {where}"
-        trial.elapsed_s = time.monotonic() - t0
+            for outcome in outcomes:
+                yield outcome.job.index, self._trial(outcome, generation)
+        finally:
+            outcomes.close()
+
+    def _trial(self, outcome: Outcome, generation: int) -> Trial:
+        config = outcome.job.config
+        trial = Trial(number=len(self.trials), generation=generation, config=config,
+                      state=TrialState.FAIL, reason=outcome.reason, elapsed_s=outcome.elapsed_s)
+        built = outcome.built
+        if built is None:
+            return trial
+        trial.val, trial.test, trial.measurement = built.val, built.test, built.measurement
+        trial.stage_s = built.stage_s
+        trial.artifact = str(built.artifact.path.relative_to(self.out))
+        base_val = self.baseline.val if self.baseline is not None else built.val
+        trial.drop = self.task.metric.drop(base_val, built.val)
+        self.val_outputs[config.key] = built.val_outputs
+        decisive = self._decisive_drop(trial)
+        trial.state = TrialState.COMPLETE if decisive <= self.cfg.max_drop else TrialState.INFEASIBLE
+        if trial.state is TrialState.INFEASIBLE:
+            trial.reason = f"metric drop {decisive:.2f} > max_drop {self.cfg.max_drop}"
+            if trial.drop_bounds is not None:
+                trial.reason += f" (upper {self.task.drop_confidence:.0%} bound; point {trial.drop:.2f})"
         return trial
 
     def record(self, trial: Trial, genome=None) -> Trial:
@@ -237,7 +246,8 @@ class Study:
                 fresh[c.key] = i
         trainable = [i for i in fresh.values() if configs[i].epochs > 0]
         if self.cfg.multi_fidelity and len(trainable) >= 2 and not self.out_of_time():
-            low = {i: self.build_trial(configs[i], generation, LOW_FIDELITY) for i in trainable}
+            cheap = self.build_trials([configs[i] for i in trainable], generation, LOW_FIDELITY)
+            low = {trainable[j]: t for j, t in sorted(cheap, key=lambda jt: jt[0])}
             for t in low.values():  # feasibility of the cheap estimate, for the ranking
                 if t.state is TrialState.INFEASIBLE:
                     t.reason = None
@@ -253,15 +263,18 @@ class Study:
                     t.reason = (f"low fidelity ({LOW_FIDELITY.describe()}): {self.task.metric.name} "
                                 f"{t.val:.2f}, not in the better half of generation {generation}")
                 self.record(t, genomes[i])
-        out = []
-        for g, c in zip(genomes, configs):
-            if c.key in self.by_key:
-                out.append(self.by_key[c.key].fitness())
-            elif self.out_of_time():
-                out.append([FAILED] * 3)
-            else:
-                out.append(self.run_trial(c, generation, g).fitness())
-        return out
+        full = [i for i in fresh.values() if configs[i].key not in self.by_key]
+        if full and not self.out_of_time():
+            finished = self.build_trials([configs[i] for i in full], generation)
+            try:
+                for j, t in finished:
+                    self.record(t, genomes[full[j]])
+                    if self.out_of_time():
+                        break
+            finally:
+                finished.close()
+        return [self.by_key[c.key].fitness() if c.key in self.by_key else [FAILED] * 3
+                for c in configs]
 
     def search(self) -> None:
         seeds = [self.space.encode(c) for r, b in self.baselines.items()
@@ -314,7 +327,7 @@ class Study:
         for _ in range(FINAL_ROUNDS):
             for t in trials:
                 try:
-                    m = self.builder.measure(t.config, arts[t.number], FINAL_POLICY)
+                    m = self.executor.measure(t.config, arts[t.number], FINAL_POLICY)
                 except CandidateError as exc:
                     self.log(f"  re-measuring trial {t.number} failed ({exc}); keeping its search figure")
                     continue
@@ -397,13 +410,18 @@ class Study:
                                         seed=self.cfg.seed,
                                         on_stage=self.progress.stage,
                                         stage_cache=self.cfg.stage_cache, runtimes=self.runtimes,
-                                        max_drop=self.cfg.max_drop)
+                                        max_drop=self.cfg.max_drop, train_device=self.cfg.train_device)
+        self.executor = self.executor or make_executor(self.cfg)
+        self.executor.log = self.log
+        self.executor.start(self.builder)
 
     # -- the whole run --------------------------------------------------------------------
     def run(self) -> dict:
         try:
             return self._run()
         finally:
+            if self.executor is not None:
+                self.executor.close()
             if hasattr(self, "builder"):
                 self.builder.close()  # the measurement worker process
             self.progress.close()

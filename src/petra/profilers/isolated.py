@@ -80,7 +80,7 @@ class MeasureRequest:
     eval_inputs: tuple[Path, ...] = ()
 
 
-def _load_runtime(ref: str) -> Runtime:
+def load_runtime(ref: str) -> Runtime:
     from petra.runtimes import RUNTIMES, get_runtime
 
     if ref in RUNTIMES or ":" not in ref:
@@ -105,7 +105,7 @@ def _release_memory() -> None:
 
 def measure_artifact(req: MeasureRequest) -> Measurement:
     """Compile and time one artifact in this process; what the worker runs for each request."""
-    runtime = _load_runtime(req.runtime)
+    runtime = load_runtime(req.runtime)
     if req.runtime not in _WARMED:
         # A runtime's first session in a process also pays its one-time library set-up (~20 MB for
         # ORT); compiling once beforehand keeps that out of every candidate's session memory.

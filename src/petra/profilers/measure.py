@@ -45,6 +45,8 @@ class Measurement:
     other_load_cores: float | None = None
     fingerprint: dict = field(default_factory=dict)
     rounds: int = 1
+    #: the cluster node that measured (a Ray node id); None on this machine
+    node: str | None = None
 
     @property
     def p50_ms(self) -> float:
@@ -90,6 +92,7 @@ class Measurement:
              for b, t in self.batch_timings.items()},
             max(peaks) if peaks else None, max(sess) if sess else None, self.threads,
             max(loads) if loads else None, self.fingerprint, self.rounds + other.rounds,
+            self.node if self.node == other.node else None,
         )
 
     def to_json(self, with_fingerprint: bool = False) -> dict:
@@ -116,6 +119,7 @@ class Measurement:
             "noisy": self.noisy,
             "rounds": self.rounds,
             "fingerprint_id": self.fingerprint.get("id"),
+            "node": self.node,
         }
         if with_fingerprint:
             out["fingerprint"] = self.fingerprint
