@@ -2,11 +2,13 @@
 
 Builds artifacts of different speeds (the digits ResNet at several widths, exported to ONNX;
 latency does not depend on the weight values, so they are not trained), then measures all of
-them ``--rounds`` times, interleaved (A B C ... A B C ...), each time a fresh session in petra's
-isolated worker with the search's own loop. Prints, per artifact, the coefficient of variation
-of p50 across rounds, and the Kendall tau between the rankings of the first two passes (and the
-worst tau over all pairs of rounds). Load average and other processes' CPU use are recorded
-beside the figures: on a shared machine they explain a bad CV.
+them ``--rounds`` times, interleaved (A B C ... A B C ...), each time in petra's isolated worker
+with the search's own loop; one measurement is ``--sessions`` fresh sessions and its figure the
+median session's, as in the final re-measurement of a study and ``petra bench``. Prints, per
+artifact, the coefficient of variation of p50 across rounds, and the Kendall tau between the
+rankings of the first two passes (and the worst tau over all pairs of rounds). Load average and
+other processes' CPU use are recorded beside the figures: on a shared machine they explain a
+bad CV.
 
 Targets (issue 3), on an otherwise idle machine: CV of p50 <= 3%, Kendall tau >= 0.9.
 
@@ -54,6 +56,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rel-ci", type=float, default=0.02)
     ap.add_argument("--max-time", type=float, default=2.0)
+    ap.add_argument("--sessions", type=int, default=3, help="fresh sessions per measurement")
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).parent / "results" / "measurement_stability.json")
     args = ap.parse_args()
@@ -70,7 +73,8 @@ def main() -> None:
         for r in range(args.rounds):
             for i, art in enumerate(arts):
                 m = measurer.measure(MeasureRequest(art, "onnxruntime", {"threads": args.threads},
-                                                    sample=sample, batches=(1,), policy=policy))
+                                                    sample=sample, batches=(1,), policy=policy,
+                                                    sessions=args.sessions))
                 p50[r, i], other[r, i], met[r, i] = m.p50_ms, m.other_load_cores or 0.0, m.interval_met
             print(f"round {r + 1}/{args.rounds}: load {os.getloadavg()[0]:.2f}, "
                   f"other load {other[r].mean():.2f} cores", flush=True)
@@ -96,6 +100,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "artifacts": [a.stem for a in arts], "rounds": args.rounds, "threads": args.threads,
+        "sessions_per_measurement": args.sessions,
         "policy": {"rel_ci": args.rel_ci, "max_time_s": args.max_time},
         "p50_ms": p50.tolist(), "cv_p50": cv.tolist(), "max_cv": float(cv.max()),
         "kendall_tau_pass1_pass2": tau_first, "kendall_tau_min": min(taus),

@@ -21,7 +21,6 @@ def test_timing_percentiles():
     assert t.percentile(99) == pytest.approx(99.01)
     s = t.summary()
     assert s["runs"] == 100 and s["ci95_low"] <= s["p50"] <= s["ci95_high"]
-    assert t.merged(t).runs == 200
 
 
 def test_loop_stops_when_interval_is_tight():
@@ -76,10 +75,3 @@ def test_policy_rejects_nonsense():
     for bad in ({"rel_ci": 0}, {"rel_ci": 1.5}, {"min_runs": 0}, {"max_time_s": 0}):
         with pytest.raises(ConfigError):
             TimingPolicy(**bad)
-
-
-def test_merged_timing_keeps_the_tighter_target():
-    a = Timing((1.0, 2.0), 10, 0.02)
-    b = Timing((3.0,), 5, 0.01)
-    m = a.merged(b)
-    assert m.samples_ms == (1.0, 2.0, 3.0) and m.warmup_runs == 15 and m.target_rel_ci == 0.01

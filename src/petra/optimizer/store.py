@@ -79,7 +79,7 @@ def measurement_from_state(d: dict[str, Any]) -> Measurement:
             v = _timing(v)
         elif f.name == "batch_timings" and v:
             v = {int(k): _timing(t) for k, t in v.items()}
-        elif f.name in ("load_before", "load_after") and v is not None:
+        elif f.name in ("load_before", "load_after", "session_p50s") and v is not None:
             v = tuple(v)
         kwargs[f.name] = v
     return Measurement(**kwargs)

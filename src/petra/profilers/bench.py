@@ -35,6 +35,7 @@ def run_bench(
     spinning: bool | None = None,
     rel_ci: float = 0.02,
     max_time: float = 2.0,
+    sessions: int = 3,
 ) -> dict:
     from petra.runtimes import get_runtime
 
@@ -45,6 +46,8 @@ def run_bench(
     sizes = parse_batches(batch)
     if threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
+    if sessions < 1:
+        raise ConfigError(f"--sessions must be >= 1, got {sessions}")
     spec = model_input(artifact)
     for b in sizes:
         spec.check_batch(b)
@@ -52,8 +55,8 @@ def run_bench(
     settings: dict = {"threads": threads}
     if spinning is not None:
         settings["spinning"] = spinning
-    m = measure_isolated(artifact, runtime, settings, batches=sizes, policy=policy)
-    report = {"artifact": str(artifact), "runtime": runtime, "threads": threads,
+    m = measure_isolated(artifact, runtime, settings, batches=sizes, policy=policy, sessions=sessions)
+    report = {"artifact": str(artifact), "runtime": runtime, "threads": threads, "sessions": sessions,
               "policy": {"rel_ci": rel_ci, "max_time_s": max_time}, **m.to_json(with_fingerprint=True)}
     report["results"] = [{"batch": int(b), **r} for b, r in report.pop("by_batch").items()]
     return report

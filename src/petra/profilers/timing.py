@@ -74,11 +74,6 @@ class Timing:
         """Whether the interval reached its target; a timing without a target is taken as met."""
         return self.target_rel_ci is None or self.rel_ci <= self.target_rel_ci
 
-    def merged(self, other: Timing) -> Timing:
-        targets = [t for t in (self.target_rel_ci, other.target_rel_ci) if t is not None]
-        return Timing(self.samples_ms + other.samples_ms, self.warmup_runs + other.warmup_runs,
-                      min(targets) if targets else None)
-
     def summary(self) -> dict[str, float]:
         lo, hi = self.ci
         return {
