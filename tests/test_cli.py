@@ -30,6 +30,10 @@ def _one_line_error(proc, *words):
         (["--generations", "-1"], ["generations"]),
         (["--population", "1"], ["population"]),
         (["--max-drop", "-1"], ["max_drop"]),
+        (["--workers", "0"], ["workers must be in [1, 64], got 0"]),
+        (["--executor", "slurm"], ["executor must be one of", "'ray'"]),
+        (["--train-device", "tpu"], ["train_device must be one of"]),
+        (["--ray-target", "a b"], ["ray_target must be a name of letters"]),
     ],
 )
 def test_bad_optimize_input(args, words, tmp_path):
@@ -53,6 +57,9 @@ def test_bench_json_and_table(tiny_onnx):
             "peak_rss_bytes", "session_rss_bytes", "compile_s", "thread_settings"} <= set(data)
     assert data["noisy"] == (data["loaded"] or not all(r["interval_met"] for r in data["results"]))
     assert data["fingerprint"]["versions"]["onnxruntime"] and data["thread_settings"]["intra_op"] == 1
+    # three fresh sessions by default; the figure is the median session's
+    assert data["sessions"] == 3 and len(data["session_p50_ms"]) == 3 and data["rounds"] == 3
+    assert sorted(data["session_p50_ms"])[1] == pytest.approx(data["latency_ms"]["p50"])
     table = petra("bench", str(tiny_onnx.path), "--threads", "2")
     assert table.returncode == 0 and "p50" in table.stdout and "2 thread(s)" in table.stdout
     assert "interval met at every batch size" in table.stdout or "WARNING: " in table.stdout
@@ -67,6 +74,7 @@ def test_bench_json_and_table(tiny_onnx):
         (lambda p, m: [str(m), "--runtime", "nope"], ["unknown runtime"]),
         (lambda p, m: [str(m), "--threads", "0"], ["--threads"]),
         (lambda p, m: [str(m), "--rel-ci", "0"], ["rel_ci"]),
+        (lambda p, m: [str(m), "--sessions", "0"], ["--sessions"]),
     ],
 )
 def test_bench_bad_input(tmp_path, tiny_onnx, make_args, words):

@@ -44,9 +44,17 @@ class RunConfig(BaseModel):
     #: Ray cluster address (``auto``, ``HOST:6379``, ``ray://HOST:10001``); None starts a local one
     ray_address: str | None = None
     #: measurements run only on nodes that carry the resource ``petra-target:<ray_target>``
-    ray_target: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$")
+    ray_target: str = "default"
     #: where fine-tuning runs ("cuda": Ray asks for a GPU per training task)
     train_device: Literal["cpu", "cuda"] = "cpu"
+
+    @field_validator("ray_target")
+    @classmethod
+    def _resource_name(cls, v: str) -> str:
+        if not v or not all(ch.isalnum() or ch in "_.-" for ch in v):
+            raise ValueError("must be a name of letters, digits, '_', '.' or '-' (it becomes the Ray "
+                             "resource petra-target:NAME)")
+        return v
 
     @field_validator("device")
     @classmethod
