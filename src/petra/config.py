@@ -41,6 +41,10 @@ class RunConfig(BaseModel):
     executor: Literal["local", "ray"] = "local"
     #: local training processes (measurements stay one at a time, training paused meanwhile)
     workers: int = Field(1, ge=1, le=64)
+    #: wall seconds one candidate's build (train, export, quantize) may take; then it is FAIL
+    trial_timeout: float | None = Field(None, gt=0)
+    #: resident memory one candidate's build may use, in MB; then it is FAIL
+    trial_memory_mb: int | None = Field(None, gt=0)
     #: Ray cluster address (``auto``, ``HOST:6379``, ``ray://HOST:10001``); None starts a local one
     ray_address: str | None = None
     #: measurements run only on nodes that carry the resource ``petra-target:<ray_target>``
@@ -166,6 +170,9 @@ progress: rich
 executor: local
 # Local training processes; measurements stay one at a time (training is paused meanwhile).
 workers: 1
+# Limits of one candidate's build (it runs in a training process; past a limit it is FAIL).
+# trial_timeout: 600
+# trial_memory_mb: 4096
 # With executor: ray -- the cluster, and the label of the nodes that are the target hardware
 # (started with: ray start --address HEAD:6379 --num-cpus 0 --resources '{"petra-target:edge-a": 1}')
 # ray_address: auto

@@ -37,6 +37,9 @@ def test_make_executor_follows_the_config(tmp_path):
     assert isinstance(make_executor(load_config(output=tmp_path)), SequentialExecutor)
     par = make_executor(load_config(output=tmp_path, workers=2))
     assert isinstance(par, ParallelExecutor) and par.workers == 2
+    limited = make_executor(load_config(output=tmp_path, trial_timeout=60, trial_memory_mb=2048))
+    assert isinstance(limited, ParallelExecutor) and limited.workers == 1
+    assert (limited.timeout_s, limited.memory_mb) == (60, 2048)
 
 
 def builder(task, teacher, out: Path) -> CandidateBuilder:
@@ -127,3 +130,23 @@ def test_study_with_parallel_training(tiny_task, tiny_run, tmp_path):
     states = {t["state"] for t in results["all_trials"]}
     assert TrialState.COMPLETE.value in states
     assert results["best"]["ratios_to_baseline"]["p50_latency"] <= 1.0
+
+
+def test_limits_stop_one_build_and_spare_the_others(tiny_task, tiny_teacher, tmp_path):
+    """A build past the wall-time limit, or past the memory limit, is FAIL with that reason;
+    a build without training finishes (it started again after the pool was replaced)."""
+    slow = CandidateConfig(prune_ratio=0.5, round_to=4, epochs=30, lr=3e-3, threads=1)
+    for limits, words in (({"timeout_s": 2.0}, "wall-time limit of 2s"),
+                          ({"memory_mb": 64}, "exceeded the limit of 64 MB")):
+        b = builder(tiny_task, tiny_teacher, tmp_path / next(iter(limits)))
+        par = ParallelExecutor(2, **limits)
+        par.start(b)
+        try:
+            out = {o.job.index: o for o in par.run([Job(0, slow), Job(1, INT8)])}
+        finally:
+            par.close()
+            b.close()
+        assert not out[0].ok and words in out[0].reason, out[0].reason
+        if "memory_mb" not in limits:  # a process with torch loaded is over 64 MB at once
+            assert out[1].ok, out[1].reason
+        assert out[0].retries == 0

@@ -17,6 +17,6 @@ def make_executor(cfg) -> Executor:
 
         return RayExecutor(address=cfg.ray_address, target=cfg.ray_target,
                            train_device=cfg.train_device)
-    if cfg.workers > 1:
-        return ParallelExecutor(cfg.workers)
+    if cfg.workers > 1 or cfg.trial_timeout is not None or cfg.trial_memory_mb is not None:
+        return ParallelExecutor(cfg.workers, timeout_s=cfg.trial_timeout, memory_mb=cfg.trial_memory_mb)
     return SequentialExecutor()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -56,10 +58,26 @@ def _init_worker(recipe: bytes, core_sets: list[list[int]], counter) -> None:
     _BUILDER = CandidateBuilder.from_recipe(cloudpickle.loads(recipe))
 
 
-def _build(config, fidelity) -> tuple[Path, dict[str, float]]:
-    timings: dict[str, float] = {}
-    art = _BUILDER.build(config, timings, fidelity)
-    return art.path, timings
+def _build(config, fidelity, index: int, claims: str) -> tuple[Path, dict[str, float]]:
+    """One build; first it claims the job (a file named by this pid) so that the driver knows
+    which candidate a process is working on when it must stop that process."""
+    claim = Path(claims) / str(os.getpid())
+    claim.write_text(str(index))
+    try:
+        timings: dict[str, float] = {}
+        art = _BUILDER.build(config, timings, fidelity)
+        return art.path, timings
+    finally:
+        claim.unlink(missing_ok=True)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (0 when it is gone)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def split_cores(cores: list[int], parts: int) -> list[list[int]]:
@@ -70,14 +88,20 @@ def split_cores(cores: list[int], parts: int) -> list[list[int]]:
 
 
 class ParallelExecutor(Executor):
-    """``workers`` training processes; measurements one at a time with training paused."""
+    """``workers`` training processes; measurements one at a time with training paused.
+
+    With ``timeout_s`` or ``memory_mb``, a build that runs longer, or whose process grows
+    beyond that resident memory, is stopped (its process killed) and recorded FAIL with the
+    reason; the other builds in flight start again on fresh processes.
+    """
 
     name = "local-parallel"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int = 1, timeout_s: float | None = None,
+                 memory_mb: int | None = None) -> None:
         if workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
-        self.workers = workers
+        self.workers, self.timeout_s, self.memory_mb = workers, timeout_s, memory_mb
         self.pool: ProcessPoolExecutor | None = None
         #: training processes started again after one of them died
         self.restarts = 0
@@ -91,6 +115,7 @@ class ParallelExecutor(Executor):
         # user tasks are often closures or lambdas that the standard pickle cannot carry
         self._recipe = cloudpickle.dumps(builder.recipe())
         self._cores = split_cores(sorted(os.sched_getaffinity(0)), self.workers)
+        self._claims = tempfile.mkdtemp(prefix="petra-claims-")
         self._new_pool()
 
     def _new_pool(self) -> None:
@@ -136,20 +161,68 @@ class ParallelExecutor(Executor):
                            retries=retries)
         return Outcome(job, built=built, elapsed_s=time.monotonic() - t0, retries=retries)
 
+    def _claimed(self) -> dict[int, int]:
+        """pid -> index of the job that process is building now."""
+        out = {}
+        for f in Path(self._claims).iterdir():
+            with contextlib.suppress(ValueError, OSError):
+                out[int(f.name)] = int(f.read_text())
+        return out
+
+    def _died_running(self) -> set[int]:
+        """Jobs that were running in a process that died on its own or was stopped here (when
+        one process dies, the pool terminates the others with SIGTERM: those do not count)."""
+        claims = self._claimed()
+        procs = getattr(self.pool, "_processes", None) or {}
+        out = set()
+        for pid, proc in list(procs.items()):
+            proc.join(1)
+            if pid in claims and proc.exitcode not in (None, -signal.SIGTERM):
+                out.add(claims[pid])
+        return out
+
+    def _over_limit(self, running_since: dict[int, float]) -> dict[int, str]:
+        """Jobs to stop now (index -> reason): past the wall-time or the memory limit."""
+        over: dict[int, str] = {}
+        now = time.monotonic()
+        for pid, index in self._claimed().items():
+            running_since.setdefault(index, now)
+            rss = rss_bytes(pid)
+            if self.timeout_s is not None and now - running_since[index] > self.timeout_s:
+                over[index] = f"train: exceeded the wall-time limit of {self.timeout_s:g}s; stopped"
+            elif self.memory_mb is not None and rss > self.memory_mb * 2**20:
+                over[index] = (f"train: resident memory {rss / 2**20:.0f} MB exceeded the limit of "
+                               f"{self.memory_mb} MB; stopped")
+            if index in over:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        return over
+
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
         started: dict[int, float] = {}
+        running_since: dict[int, float] = {}
         retries: dict[int, int] = {}
+        stopped: dict[int, str] = {}
         pending: dict[Future, Job] = {}
+        limited = self.timeout_s is not None or self.memory_mb is not None
 
         def submit(job: Job) -> None:
             started.setdefault(job.index, time.monotonic())
-            pending[self.pool.submit(_build, job.config, job.fidelity)] = job
+            running_since.pop(job.index, None)
+            pending[self.pool.submit(_build, job.config, job.fidelity, job.index, self._claims)] = job
+
+        def gave_up(job: Job, reason: str) -> Outcome:
+            return Outcome(job, reason=reason, retries=retries.get(job.index, 0),
+                           elapsed_s=time.monotonic() - started[job.index])
 
         for job in jobs:
             submit(job)
         try:
             while pending:
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                done, _ = wait(list(pending), timeout=0.5 if limited else None,
+                               return_when=FIRST_COMPLETED)
+                if limited:
+                    stopped |= self._over_limit(running_since)
                 lost: list[Job] = []
                 for fut in done:
                     job = pending.pop(fut)
@@ -160,31 +233,41 @@ class ParallelExecutor(Executor):
                         lost.append(job)
                         continue
                     except Exception as exc:
-                        yield Outcome(job, reason=failure_reason(exc), elapsed_s=time.monotonic() - t0,
-                                      retries=n)
+                        yield gave_up(job, failure_reason(exc))
                         continue
                     yield self._measure(job, art_path, timings, t0, n)
-                if lost:  # a training process died (killed, out of memory, a native crash)
-                    lost += list(pending.values())
-                    pending.clear()
-                    self.pool.shutdown(wait=False, cancel_futures=True)
-                    self.restarts += 1
-                    self._new_pool()
-                    for job in lost:
-                        n = retries[job.index] = retries.get(job.index, 0) + 1
-                        if n > MAX_RETRIES:
-                            yield Outcome(job, reason=f"train: the training process died {n} times "
-                                          "(out of memory or a native crash?)",
-                                          elapsed_s=time.monotonic() - started[job.index], retries=n)
-                        else:
-                            submit(job)
+                if not lost:
+                    continue
+                # a training process died (stopped here, killed by the OS, a native crash): the
+                # pool is broken; builds that were running in the dead process count a retry,
+                # the others simply start again on fresh processes
+                lost += list(pending.values())
+                pending.clear()
+                dead = self._died_running()
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                for f in Path(self._claims).iterdir():
+                    f.unlink(missing_ok=True)
+                self.restarts += 1
+                self._new_pool()
+                for job in lost:
+                    if job.index in stopped:
+                        yield gave_up(job, stopped.pop(job.index))
+                        continue
+                    if job.index in dead or not dead:
+                        retries[job.index] = retries.get(job.index, 0) + 1
+                    if retries.get(job.index, 0) > MAX_RETRIES:
+                        yield gave_up(job, f"train: the training process died {retries[job.index]} "
+                                           "times (out of memory or a native crash?)")
+                    else:
+                        submit(job)
+                stopped.clear()
         finally:
             for fut in pending:  # budget spent or Ctrl-C: what has not started never will
                 fut.cancel()
 
     def describe(self) -> dict:
         return {"name": self.name, "workers": self.workers, "cores": self._cores if self.pool else None,
-                "restarts": self.restarts}
+                "restarts": self.restarts, "timeout_s": self.timeout_s, "memory_mb": self.memory_mb}
 
     def close(self) -> None:
         """Training still running is abandoned: its result would never be read (the stage
@@ -195,3 +278,4 @@ class ParallelExecutor(Executor):
                     os.kill(pid, signal.SIGKILL)
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+            shutil.rmtree(self._claims, ignore_errors=True)
