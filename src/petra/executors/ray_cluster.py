@@ -55,7 +55,8 @@ def _train(recipe_ref: list, config, fidelity, threads: int) -> dict:
     key = recipe_ref[0].hex()
     if key not in _BUILDERS:  # one builder per worker process and study (the data is large)
         _BUILDERS.clear()
-        workdir = Path(tempfile.mkdtemp(prefix="petra-ray-train-"))
+        # one folder per study on each node (each build removes its own artifact after sending it)
+        workdir = Path(tempfile.gettempdir()) / "petra-ray-train" / key[:16]
         _BUILDERS[key] = CandidateBuilder.from_recipe(ray.get(recipe_ref[0]), workdir=workdir)
     builder = _BUILDERS[key]
     timings: dict[str, float] = {}
@@ -82,6 +83,11 @@ class TargetMeasurer:
             self.eval_paths.append(self.dir / name)
         # the machine lock of this node still serializes against any local petra run
         self.measurer = IsolatedMeasurer()
+
+    def shutdown(self) -> None:
+        """Stop the measurement worker and remove this actor's files from its node."""
+        self.measurer.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def node(self) -> dict:
         import ray
@@ -314,6 +320,10 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         for actor in self.actors:
+            try:
+                self.ray.get(actor.shutdown.remote(), timeout=10)
+            except Exception:  # noqa: BLE001 - the node may be gone already
+                pass
             try:
                 self.ray.kill(actor)
             except Exception:  # noqa: BLE001 - the node may be gone already
