@@ -125,7 +125,8 @@ def test_study_with_parallel_training(tiny_task, tiny_run, tmp_path):
     results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).run()
     _, local, _ = tiny_run
     assert results["status"] == "complete"
-    assert set(results) == set(local)
+    assert results["executor"]["name"] == "local-parallel" and results["executor"]["workers"] == 2
+    assert set(results) - {"executor"} == set(local) - {"executor"}
     assert set(results["all_trials"][0]) == set(local["all_trials"][0])
     states = {t["state"] for t in results["all_trials"]}
     assert TrialState.COMPLETE.value in states

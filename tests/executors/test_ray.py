@@ -43,6 +43,7 @@ def test_every_measurement_runs_on_the_target_node(tiny_task, tiny_run, cluster,
     results = Study(config(tmp_path, cluster), task=tiny_task, space=TINY_SPACE,
                     log=lambda s: None).run()
     assert results["status"] == "complete"
+    assert results["executor"]["name"] == "ray" and results["executor"]["target_nodes"] == [target.node_id]
     measured = [t for t in results["all_trials"] if t.get("latency_ms")]
     assert len(measured) >= 6
     assert {t["node"] for t in measured} == {target.node_id}
@@ -80,6 +81,7 @@ def test_lost_target_node_the_study_finishes_on_the_other(tiny_task, cluster, tm
                     progress=killer).run()
     assert killer.killed
     assert results["status"] == "complete"
+    assert results["executor"]["lost_nodes"] == [doomed.node_id]
     # nothing finished was lost: the store, trials.jsonl and results.json agree
     store = open_existing(tmp_path)
     stored = store.trials()

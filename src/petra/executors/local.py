@@ -266,7 +266,7 @@ class ParallelExecutor(Executor):
                 fut.cancel()
 
     def describe(self) -> dict:
-        return {"name": self.name, "workers": self.workers, "cores": self._cores if self.pool else None,
+        return {"name": self.name, "workers": self.workers, "cores": getattr(self, "_cores", None),
                 "restarts": self.restarts, "timeout_s": self.timeout_s, "memory_mb": self.memory_mb}
 
     def close(self) -> None:

@@ -352,6 +352,7 @@ class Study:
             "runtime": self.cfg.runtime,
             "runtimes": list(self.runtimes),
             "device": self.cfg.device,
+            "executor": self.executor.describe() if self.executor is not None else None,
             "elapsed_s": self.elapsed(),
             "output": str(self.out),
             "generations_completed": self.generations_completed,
