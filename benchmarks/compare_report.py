@@ -72,14 +72,23 @@ def targets(rows: dict[str, dict], max_drop: float) -> dict:
         "throughput_ratio_ge_8": {"value": r.get("throughput"), "met": drop_ok and r["throughput"] >= 8},
         "test_drop_le_max_drop": {"value": r.get("metric_drop_test"), "met": drop_ok},
     }
-    beats = False
-    if "ratios" in hand:
+    # the hand-made point is beaten by a feasible NSGA-II point that weakly dominates it on
+    # (test drop, p50 ratio); when the hand-made point itself misses the constraint, any
+    # feasible NSGA-II point faster than the baseline is better in the constrained sense
+    hand_ok = (hand.get("state") == "COMPLETE" and "ratios" in hand
+               and hand["ratios"]["metric_drop_test"] <= max_drop)
+    feasible = [p for p in rows["nsga2"]["points"] if p["state"] == "COMPLETE" and "ratios" in p]
+    if hand_ok:
         hk = (max(0.0, hand["ratios"]["metric_drop_test"]), hand["ratios"]["p50_latency"])
         beats = any(max(0.0, p["ratios"]["metric_drop_test"]) <= hk[0] and p["ratios"]["p50_latency"] <= hk[1]
-                    for p in rows["nsga2"]["points"] if p["state"] == "COMPLETE" and "ratios" in p)
-    out["best_at_least_handmade"] = {
-        "value": "a feasible NSGA-II point weakly dominates the hand-made one on (test drop, p50 ratio)"
-        if beats else "no NSGA-II point weakly dominates the hand-made one", "met": beats}
+                    for p in feasible)
+        why = ("a feasible NSGA-II point weakly dominates it on (test drop, p50 ratio)" if beats
+               else "no NSGA-II point weakly dominates it on (test drop, p50 ratio)")
+    else:
+        beats = drop_ok and r.get("p50_latency", 1.0) < 1.0
+        why = "the hand-made point misses the drop constraint; " + (
+            "NSGA-II has a feasible point faster than FP32" if beats else "so does every NSGA-II point")
+    out["best_at_least_handmade"] = {"value": why, "met": beats}
     hv = {k: v["hypervolume"]["test"] for k, v in rows.items()}
     top = max(hv.values())
     out["largest_hypervolume"] = {"value": hv["nsga2"], "met": hv["nsga2"] >= top,
@@ -156,3 +165,17 @@ def plot(res: dict) -> str:
     svg = scatter(f"{res['task']} on {res['runtime']}: feasible fronts", "p50 latency ratio to FP32 (log)",
                   f"test {res['metric']} drop (points)", series, logx=True)
     return svg.replace('<svg class="chart"', '<svg xmlns="http://www.w3.org/2000/svg" class="chart"', 1)
+
+
+if __name__ == "__main__":  # re-render a saved result: python benchmarks/compare_report.py RESULT.json
+    import json
+    import sys
+    from pathlib import Path
+
+    for arg in sys.argv[1:]:
+        path = Path(arg)
+        res = json.loads(path.read_text())
+        res["targets"] = targets(res["rows"], res["max_drop"])
+        path.write_text(json.dumps(res, indent=2, default=str))
+        path.with_suffix(".md").write_text(markdown(res))
+        path.with_suffix(".svg").write_text(plot(res))
