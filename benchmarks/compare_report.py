@@ -170,11 +170,40 @@ def plot(res: dict) -> str:
     return svg.replace('<svg class="chart"', '<svg xmlns="http://www.w3.org/2000/svg" class="chart"', 1)
 
 
-if __name__ == "__main__":  # re-render a saved result: python benchmarks/compare_report.py RESULT.json
+def summary(results: list[dict]) -> str:
+    """The README table: one row per task and runtime, petra's best beside the hand-made one."""
+    lines = ["| task / runtime | budget/searcher | FP32 test metric | petra best: drop, p50 x, size x, "
+             "thr x | hand-made: drop, p50 x, size x, thr x | HV ranking (test) |",
+             "| --- | ---: | ---: | --- | --- | --- |"]
+
+    def cell(b: dict) -> str:
+        r = b.get("ratios")
+        if not r:
+            return "-"
+        bad = "" if b.get("state") == "COMPLETE" else f" ({b.get('state', '').lower()})"
+        return (f"{r['metric_drop_test']:.2f}, {r['p50_latency']:.3f}x, {r['size']:.3f}x, "
+                f"{r['throughput']:.2f}x{bad}")
+
+    for res in results:
+        rows, base = res["rows"], res["rows"]["baseline"]["best"]
+        ranking = res["targets"]["largest_hypervolume"]["ranking"]
+        hv = ", ".join(f"{k} {rows[k]['hypervolume']['test']:.2f}" for k in ranking if k != "baseline")
+        nsga = rows["nsga2"]
+        best = "baseline (nothing feasible and faster)" if nsga["best_is_baseline"] else cell(nsga["best"])
+        lines.append(f"| {res['task']} / {res['runtime']} | {res['budget_min']:g} min | "
+                     f"{res['metric']} {base['test']:.2f} | {best} | {cell(rows['handmade']['best'])} "
+                     f"| {hv} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python benchmarks/compare_report.py [--summary] RESULT.json...
     import json
     import sys
     from pathlib import Path
 
+    if sys.argv[1:2] == ["--summary"]:
+        print(summary([json.loads(Path(a).read_text()) for a in sys.argv[2:]]))
+        sys.exit(0)
     for arg in sys.argv[1:]:
         path = Path(arg)
         res = json.loads(path.read_text())
