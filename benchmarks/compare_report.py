@@ -96,6 +96,15 @@ def targets(rows: dict[str, dict], max_drop: float) -> dict:
     return out
 
 
+REFEREE = ("Every figure below comes from the final referee pass: each row's front and the FP32 "
+           "baseline (same runtime, tuned threads and graph optimisation) re-measured in one "
+           "worker, interleaved; every ratio is to that baseline. Rows 2-3 on another runtime "
+           "also list their ratio to that runtime's FP32 baseline below the table.")
+NO_REFEREE = ("Produced before the referee pass existed: figures are each study's search-time "
+              "measurements and ratios are to the FP32 baseline of the row's own study (rows 1-4 "
+              "share one), measured minutes apart; `study FP32 p50 ms` shows that reference.")
+
+
 def _f(v, fmt=".3f") -> str:
     return "-" if v is None else format(v, fmt)
 
@@ -104,12 +113,8 @@ def markdown(res: dict) -> str:
     metric = res["metric"]
     lines = [f"# compare: {res['task']} on {res['runtime']}", "",
              f"Budget {res['budget_min']:g} min of wall time per searcher (random, TPE, NSGA-II; "
-             "baseline measurement included), seed {seed}, max drop {md:g} {m} points. "
-             "Every figure below comes from the final referee pass: each row's front and the FP32 "
-             "baseline (same runtime, tuned threads and graph optimisation) re-measured in one "
-             "worker, interleaved; every ratio is to that baseline. Rows 2-3 on another runtime "
-             "also list their ratio to that runtime's FP32 baseline below the table."
-             .format(seed=res["seed"], md=res["max_drop"], m=metric), "",
+             f"baseline measurement included), seed {res['seed']}, max drop {res['max_drop']:g} "
+             f"{metric} points. " + (REFEREE if res.get("referee") else NO_REFEREE), "",
              f"FP32 baseline: {metric} test {_f(res['baseline_summary'].get('test'), '.4g')} "
              f"(val {_f(res['baseline_summary'].get('val'), '.4g')}), "
              f"{res['baseline_summary'].get('epochs_run')} epochs, early stopping; reference: "
@@ -121,6 +126,7 @@ def markdown(res: dict) -> str:
     for i, row in enumerate(res["rows"].values(), 1):
         b = row["best"]
         r = b.get("ratios", {})
+        study_p50 = row.get("study_baseline_search_p50_ms", row["baseline"].get("p50_ms"))
         name = row["name"] + ("" if b.get("state") in (None, "COMPLETE") else f" ({b.get('state')})")
         lines.append(
             f"| {i} | {name} | {row['runtime']} | {_f(b.get('test'), '.4g')} | "
@@ -129,7 +135,7 @@ def markdown(res: dict) -> str:
             f"{_f(b['size_bytes'] / 1e3 if 'size_bytes' in b else None, ',.0f')} | "
             f"{_f(r.get('p50_latency'))} | {_f(r.get('size'))} | {_f(r.get('throughput'), '.2f')} | "
             f"{row['hypervolume']['test']:.3f} | {row['hypervolume']['val']:.3f} | {row['trials']} | "
-            f"{row['wall_s']:.0f} | {_f(row.get('study_baseline_search_p50_ms'), '.4f')} |")
+            f"{row['wall_s']:.0f} | {_f(study_p50, '.4f')} |")
     lines += ["", "Row = the searcher's best feasible point (lowest p50, never slower than the "
               "baseline) or the single technique's one candidate. HV = normalised hypervolume of "
               "the feasible points in (metric drop, p50 ratio), both minimised, reference point "
