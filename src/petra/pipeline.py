@@ -32,6 +32,7 @@ from petra.exporters import (
     AccuracyControl,
     Artifact,
     Precision,
+    QuantExclude,
     export_onnx,
     quantize,
     quantize_nncf,
@@ -281,7 +282,10 @@ class CandidateBuilder:
             fp32, folder / "model.onnx",
             precision=Precision.FP32 if cfg.qat else cfg.precision,  # QAT's artifact is QDQ already
             calibration=cfg.calibration, per_channel=cfg.per_channel,
-            calibration_data=self.calibration if cfg.precision is Precision.INT8_STATIC else None,
+            # static INT8 calibrates on it; sensitivity-based exclusion ranks layers on it (also
+            # for dynamic INT8, which otherwise needs no data)
+            calibration_data=self.calibration if (cfg.precision is Precision.INT8_STATIC
+                                                  or cfg.quant_exclude is QuantExclude.SENSITIVE) else None,
             exclude=cfg.quant_exclude,
         )
         timings["quantize_s"] = time.perf_counter() - t0

@@ -97,3 +97,18 @@ def test_sensitive_exclusion_keeps_the_layer_that_moves_outputs_most(tiny_task, 
     name = weighted_nodes(tiny_onnx.path)[1]
     d = quantize(tiny_onnx, tmp_path / "d.onnx", precision=Precision.INT8_DYNAMIC, exclude=[name])
     assert name in _float_layers(d.path)
+
+
+def test_sensitive_exclusion_with_dynamic_int8(tiny_task, tiny_onnx, tmp_path):
+    """Dynamic INT8 needs no calibration, but ranking layers by sensitivity does: with the
+    task's samples it keeps one layer in float; without them it is a one-line QuantizeError."""
+    from petra.errors import QuantizeError
+
+    data = tiny_task.train.x[:64]
+    q = quantize(tiny_onnx, tmp_path / "q.onnx", precision=Precision.INT8_DYNAMIC,
+                 calibration_data=data, exclude=QuantExclude.SENSITIVE)
+    assert len(_float_layers(q.path)) == 1
+    assert _run(q.path, tiny_task.val.x[:4]).shape == (4, 10)
+    with pytest.raises(QuantizeError, match="calibration data"):
+        quantize(tiny_onnx, tmp_path / "n.onnx", precision=Precision.INT8_DYNAMIC,
+                 exclude=QuantExclude.SENSITIVE)
