@@ -39,7 +39,7 @@ from petra.models.base import default_cache_dir, get_task  # noqa: E402
 from petra.optimizer.genome import OPENVINO, ORT, CandidateConfig  # noqa: E402
 from petra.optimizer.records import Prefer, TrialState, pareto_front, pick_best  # noqa: E402
 from petra.optimizer.study import FINAL_POLICY, FINAL_ROUNDS, Study, seed_configs  # noqa: E402
-from petra.profilers import fingerprint  # noqa: E402
+from petra.profilers import Measurement, fingerprint  # noqa: E402
 
 RUNTIMES = (ORT, OPENVINO)
 NAMES = {"baseline": "FP32 baseline", "ort_ptq": "ORT INT8 QDQ PTQ", "nncf_ptq": "NNCF INT8 PTQ",
@@ -124,7 +124,7 @@ class Bench:
             for t in ([*singles.baselines.values()] if key == "baseline" else p["front"]):
                 if t.measurement is not None and t.artifact and all(t is not o for o, _ in todo):
                     todo.append((t, p["study"]))
-        merged: dict[int, object] = {}
+        rounds: dict[int, list] = {}
         for _ in range(FINAL_ROUNDS):
             for i, (t, study) in enumerate(todo):
                 try:
@@ -132,8 +132,9 @@ class Bench:
                 except CandidateError as exc:
                     print(f"compare: re-measuring {t.config.key} failed ({exc}); keeping its search figure")
                     continue
-                merged[i] = merged[i].merged(m) if i in merged else m
+                rounds.setdefault(i, []).append(m)
         singles.builder.close()
+        merged = {i: Measurement.median_of(ms) for i, ms in rounds.items()}  # as Study.remeasure
         for i, (t, _) in enumerate(todo):
             self.search_p50[id(t)] = t.measurement.p50_ms
             if i in merged:

@@ -329,10 +329,14 @@ def models(
 def main() -> None:
     import signal
 
-    def _term(signum, frame):  # `kill` stops as cleanly as Ctrl-C: what finished is written
+    from petra.errors import request_stop
+
+    def _stop(signum, frame):  # `kill` stops as cleanly as Ctrl-C: what finished is written
+        request_stop()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         app()
     except KeyboardInterrupt:

@@ -7,6 +7,8 @@ candidate only, is recorded with its reason, and the search goes on.
 
 from __future__ import annotations
 
+import threading
+
 
 class PetraError(Exception):
     """Base of every error petra raises on purpose."""
@@ -44,3 +46,17 @@ class CompileError(CandidateError):
 
 class MeasureError(CandidateError):
     stage = "measure"
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ctrl-C or SIGTERM arrived. Kept as a flag besides the KeyboardInterrupt the signal
+    handler raises: Python drops an exception raised while a finalizer or ``__del__`` runs
+    ("Exception ignored in ..."), and a search must still stop at its next check."""
+    _STOP.set()
+
+
+def stop_requested() -> bool:
+    return _STOP.is_set()

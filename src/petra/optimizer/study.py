@@ -18,7 +18,7 @@ from pathlib import Path
 from petra import __version__
 from petra.compression.pruning import Importance
 from petra.config import RunConfig, ensure_writable
-from petra.errors import CandidateError, ConfigError
+from petra.errors import CandidateError, ConfigError, stop_requested
 from petra.executors import Executor, Job, Outcome, make_executor
 from petra.exporters import Artifact, Calibration, Precision
 from petra.handoff import write_handoff
@@ -137,6 +137,8 @@ class Study:
         return time.monotonic() - self.start
 
     def out_of_time(self) -> bool:
+        if stop_requested():  # a Ctrl-C whose KeyboardInterrupt was lost in a finalizer
+            raise KeyboardInterrupt
         return self.elapsed() >= self.cfg.time_budget
 
     # -- trials ---------------------------------------------------------------------------
@@ -149,7 +151,11 @@ class Study:
     def build_trial(self, config: CandidateConfig, generation: int,
                     fidelity: Fidelity | None = None) -> Trial:
         """Build and measure one candidate; not recorded yet (see ``record``)."""
-        return next(self.build_trials([config], generation, fidelity))[1]
+        trials = self.build_trials([config], generation, fidelity)
+        try:
+            return next(trials)[1]
+        finally:
+            trials.close()  # now, not in a finalizer (where a Ctrl-C would be dropped)
 
     def build_trials(self, configs: list[CandidateConfig], generation: int,
                      fidelity: Fidelity | None = None) -> Iterator[tuple[int, Trial]]:
