@@ -8,6 +8,7 @@ back half: ORT's quantizer and an ONNX file, or NNCF and an OpenVINO IR.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -345,11 +346,18 @@ class CandidateBuilder:
         """Build and measure; raises ``CandidateError`` with the failing stage's reason."""
         timings: dict[str, float] = {}
         art = self.build(cfg, timings, fidelity)
+        return self.finish(cfg, art, timings, fidelity)
+
+    def finish(self, cfg: CandidateConfig, art: Artifact, timings: dict[str, float],
+               fidelity: Fidelity | None = None, quiet=contextlib.nullcontext) -> Built:
+        """Measure a built artifact and score it; ``quiet()`` wraps the measurement (the
+        parallel executor pauses its training processes there)."""
         t0 = time.perf_counter()
         self.on_stage("measure")
         # compile, metric outputs and timing all happen in the isolated worker: a runtime that
         # crashes on this artifact takes the worker down, never the search
-        m = self.measure(cfg, art, fidelity.timing if fidelity else None, self.eval_files())
+        with quiet():
+            m = self.measure(cfg, art, fidelity.timing if fidelity else None, self.eval_files())
         timings["measure_s"] = time.perf_counter() - t0
         return self.scored(cfg, art, m, timings)
 

@@ -146,16 +146,9 @@ class ParallelExecutor(Executor):
                  retries: int) -> Outcome:
         from petra.exporters import Artifact
 
-        builder = self.builder
         try:
-            art = Artifact.of(art_path)
-            t1 = time.perf_counter()
-            builder.on_stage("measure")
-            with self.paused():
-                m = builder.measure(job.config, art, job.fidelity.timing if job.fidelity else None,
-                                    builder.eval_files())
-            timings["measure_s"] = time.perf_counter() - t1
-            built = builder.scored(job.config, art, m, timings)
+            built = self.builder.finish(job.config, Artifact.of(art_path), timings, job.fidelity,
+                                        quiet=self.paused)
         except Exception as exc:
             return Outcome(job, reason=failure_reason(exc), elapsed_s=time.monotonic() - t0,
                            retries=retries)
