@@ -268,13 +268,17 @@ class CandidateBuilder:
         truncate(model, cfg.lowrank_ratio)
         return epochs - svd_epochs
 
+    def trial_dir(self, cfg: CandidateConfig, fidelity: Fidelity | None = None) -> Path:
+        """Where a candidate's artifact lives in the run folder (wherever it was built)."""
+        return self.workdir / "trials" / (cfg.key + ("-low" if fidelity else ""))
+
     def build(self, cfg: CandidateConfig, timings: dict[str, float] | None = None,
               fidelity: Fidelity | None = None) -> Artifact:
         timings = {} if timings is None else timings
         fp32 = self.torch_stage(cfg, timings, fidelity)
         t0 = time.perf_counter()
         self.on_stage("quantize")
-        folder = self.workdir / "trials" / (cfg.key + ("-low" if fidelity else ""))
+        folder = self.trial_dir(cfg, fidelity)
         if cfg.runtime == OPENVINO:
             art = self._build_openvino(cfg, fp32, folder / "model.xml")
             timings["quantize_s"] = time.perf_counter() - t0

@@ -89,12 +89,9 @@ class TargetMeasurer:
         self.measurer.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def node(self) -> dict:
-        import ray
-
-        ctx = ray.get_runtime_context()
-        return {"node": self.node_id, "cpus": os.cpu_count(),
-                "resources": ctx.get_assigned_resources()}
+    def node(self) -> str:
+        """The Ray node id this actor runs on (also a cheap "is it placed and alive" call)."""
+        return self.node_id
 
     def measure(self, req, main: str, files: dict[str, bytes], with_eval: bool):
         folder = self.dir / uuid.uuid4().hex
@@ -165,14 +162,14 @@ class RayExecutor(Executor):
         fresh = [self._actor_cls.remote(self._eval_ref) for _ in range(units)]
         for actor in fresh:
             try:
-                info = ray.get(actor.node.remote(), timeout=NODE_WAIT_S)
+                node = ray.get(actor.node.remote(), timeout=NODE_WAIT_S)
             except ray.exceptions.RayError:  # its node died, or it never got placed
                 ray.kill(actor)
                 continue
             self.actors.append(actor)
-            self.nodes[id(actor)] = info["node"]
-            if info["resources"].get("CPU", 0) == 0 and self._node_cpus(info["node"]) > 0:
-                self.log(f"note: target node {info['node'][:12]} also offers CPUs to training tasks; "
+            self.nodes[id(actor)] = node
+            if self._node_cpus(node) > 0:
+                self.log(f"note: target node {node[:12]} also offers CPUs to training tasks; "
                          "start it with --num-cpus 0 so nothing trains beside its measurements")
 
     def _node_cpus(self, node_id: str) -> float:
@@ -200,7 +197,7 @@ class RayExecutor(Executor):
         """The trained artifact's files, into this study's folder (as a local build puts them)."""
         from petra.exporters import Artifact
 
-        folder = self.builder.workdir / "trials" / (job.config.key + ("-low" if job.fidelity else ""))
+        folder = self.builder.trial_dir(job.config, job.fidelity)
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in payload["files"].items():
             tmp = folder / (name + ".tmp")
@@ -266,8 +263,7 @@ class RayExecutor(Executor):
                         except OSError as exc:
                             yield failed(job, f"transfer: {exc}")
                             continue
-                        job_timings = dict(payload["timings"])
-                        waiting.append((job, art, payload | {"timings": job_timings}))
+                        waiting.append((job, art, payload))
                         continue
                     actor, job, art, payload = measuring.pop(ref)
                     try:
