@@ -104,6 +104,20 @@ def test_wrong_input_shape_is_a_candidate_error(runtime, tiny_onnx):
         session.run(np.zeros((1, 3, 5, 5), dtype=np.float32))
 
 
+def test_timed_call_runs_and_fails_before_the_loop(runtime, tiny_task, tiny_teacher, tiny_onnx):
+    """``call`` is what the timing loop repeats: it must run at the latency and throughput
+    batch under every setting row, leave ``run`` correct, and reject a bad input up front."""
+    for settings in ({}, CONTRACT[runtime.name][0]):
+        session = runtime.compile(tiny_onnx.path, **settings)
+        for batch in (1, 40):
+            x = np.ascontiguousarray(tiny_task.val.x[:batch])
+            once = session.call(x)
+            once(), once()
+            np.testing.assert_allclose(session.run(x), _torch(tiny_teacher, x), atol=1e-4)
+        with pytest.raises(CandidateError):
+            session.call(np.zeros((1, 3, 5, 5), dtype=np.float32))
+
+
 def test_versions_name_the_library(runtime):
     v = runtime.versions()
     assert v and all(isinstance(x, str) and x[0].isdigit() for x in v.values())

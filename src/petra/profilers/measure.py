@@ -157,7 +157,7 @@ def measure(
     sizes = sorted(set(batches or (1, throughput_batch)))
     before = load_average()
     watch = CpuWatch().start()
-    timed = {b: time_calls(lambda x=batch_of(sample, b): session.run(x), policy) for b in sizes}
+    timed = {b: time_calls(session.call(batch_of(sample, b)), policy) for b in sizes}
     other = watch.stop()
     first, last = sizes[0], sizes[-1]
     return Measurement(

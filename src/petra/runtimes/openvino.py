@@ -8,8 +8,9 @@ request, so a setting the plugin ignored shows up as such.
 
 A batch-1 call uses one synchronous request on a tensor sharing the caller's memory (30 us
 less per call than ``infer({0: x})`` measured here on a 0.3 ms model), bound once while the
-caller passes the same array again (the timing loop does): the request then reads whatever
-the array holds, and the per-call cost is ``infer()`` plus an output copy. With several streams, a
+caller passes the same array again: the request then reads whatever the array holds, and the
+per-call cost is ``infer()`` plus an output copy; the timing loop calls the request's ``infer``
+itself (``call``), as benchmark_app does. With several streams, a
 larger batch is split across them and run in parallel, so the streams gene changes what the
 throughput figure measures, as it does in deployment.
 """
@@ -17,8 +18,9 @@ throughput figure measures, as it does in deployment.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from enum import Enum
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,25 @@ class OvSession(Session):
             return np.concatenate([req.get_output_tensor().data.copy() for req in self._requests])
         except Exception as exc:
             raise MeasureError(f"openvino run failed: {_one_line(exc)}") from exc
+
+    def call(self, x: np.ndarray) -> Callable[[], object]:
+        """The request's native ``infer`` on a bound input, outputs shared, not copied (what
+        benchmark_app times); batches that the streams split keep going through ``run``.
+
+        The binding's base method skips the Python wrapper's input dispatch and result dict:
+        2.7 us less per call, measured here on a 0.11 ms INT8 IR (114.3 against 116.9 us).
+        """
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not (self._streams == 1 or len(x) < 2 * self._streams):
+            return lambda: self.run(x)
+        self.run(x)  # binds x to the first request and surfaces a failing model as MeasureError
+        req = self._requests[0]
+        try:
+            from openvino._pyopenvino import InferRequest as NativeRequest
+
+            return partial(NativeRequest.infer, req, {}, True, False)
+        except (ImportError, AttributeError):  # a release that moved it: the public call
+            return req.infer
 
 
 class OpenVinoRuntime(Runtime):
