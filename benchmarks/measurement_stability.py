@@ -4,7 +4,10 @@ Builds artifacts of different speeds (the digits ResNet at several widths, expor
 latency does not depend on the weight values, so they are not trained), then measures all of
 them ``--rounds`` times, interleaved (A B C ... A B C ...), each time in petra's isolated worker
 with the search's own loop; one measurement is ``--sessions`` fresh sessions and its figure the
-median session's, as in the final re-measurement of a study and ``petra bench``. Prints, per
+median session's. ``--order spread`` (default) interleaves a figure's sessions with the other
+artifacts' (A1 B1 .. A2 B2 ..), as a study's final re-measurement does, so that they fall seconds
+apart; ``back-to-back`` runs them one after another, as ``petra bench`` does. The fastest-session
+estimator is printed beside the median from the same sessions. Prints, per
 artifact, the coefficient of variation of p50 across rounds, and the Kendall tau between the
 rankings of the first two passes (and the worst tau over all pairs of rounds). Load average and
 other processes' CPU use are recorded beside the figures: on a shared machine they explain a
@@ -30,7 +33,7 @@ import torch
 
 from petra.exporters import export_onnx
 from petra.models.digits import DigitsResNet, load_digits_splits
-from petra.profilers import IsolatedMeasurer, MeasureRequest, TimingPolicy, fingerprint
+from petra.profilers import IsolatedMeasurer, Measurement, MeasureRequest, TimingPolicy, fingerprint
 from petra.profilers.measure import LOADED_CORES
 
 WIDTHS = (8, 12, 16, 24, 32, 40, 48, 64)
@@ -57,6 +60,9 @@ def main() -> None:
     ap.add_argument("--rel-ci", type=float, default=0.02)
     ap.add_argument("--max-time", type=float, default=2.0)
     ap.add_argument("--sessions", type=int, default=3, help="fresh sessions per measurement")
+    ap.add_argument("--order", choices=("spread", "back-to-back"), default="spread",
+                    help="spread: a figure's sessions interleaved with the other artifacts' (as in "
+                         "a study's final re-measurement); back-to-back: one after another (petra bench)")
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).parent / "results" / "measurement_stability.json")
     args = ap.parse_args()
@@ -69,18 +75,39 @@ def main() -> None:
     p50 = np.zeros((args.rounds, len(arts)))
     other = np.zeros_like(p50)
     met = np.zeros_like(p50, dtype=bool)
+    sessions = np.zeros((args.rounds, len(arts), args.sessions))  # every session's p50
+    stamps = np.zeros_like(sessions)  # and when it ended (s since start)
+
+    def one(art: Path, n: int) -> Measurement:
+        return measurer.measure(MeasureRequest(art, "onnxruntime", {"threads": args.threads},
+                                               sample=sample, batches=(1,), policy=policy, sessions=n))
+
     with IsolatedMeasurer() as measurer:
         for r in range(args.rounds):
-            for i, art in enumerate(arts):
-                m = measurer.measure(MeasureRequest(art, "onnxruntime", {"threads": args.threads},
-                                                    sample=sample, batches=(1,), policy=policy,
-                                                    sessions=args.sessions))
+            if args.order == "spread":  # A1 B1 .. H1 A2 B2 .. H2 ...: one figure's sessions apart
+                got = [[] for _ in arts]
+                for k in range(args.sessions):
+                    for i, art in enumerate(arts):
+                        got[i].append(one(art, 1))
+                        stamps[r, i, k] = time.monotonic() - t0
+                ms = [Measurement.median_of(g) for g in got]
+            else:  # A1 A2 A3 B1 B2 B3 ...: a figure's sessions back to back
+                ms = []
+                for i, art in enumerate(arts):
+                    ms.append(one(art, args.sessions))
+                    stamps[r, i, :] = time.monotonic() - t0
+            for i, m in enumerate(ms):
                 p50[r, i], other[r, i], met[r, i] = m.p50_ms, m.other_load_cores or 0.0, m.interval_met
+                sessions[r, i, :] = m.session_p50s or (m.p50_ms,) * args.sessions
             print(f"round {r + 1}/{args.rounds}: load {os.getloadavg()[0]:.2f}, "
                   f"other load {other[r].mean():.2f} cores", flush=True)
     elapsed, load_end = time.monotonic() - t0, os.getloadavg()
 
     cv = p50.std(axis=0, ddof=1) / p50.mean(axis=0)
+    fastest = sessions.min(axis=2)  # the other estimator: the least disturbed session
+    cv_min = fastest.std(axis=0, ddof=1) / fastest.mean(axis=0)
+    taus_min = [kendall_tau(list(fastest[a]), list(fastest[b]))
+                for a, b in itertools.combinations(range(args.rounds), 2)]
     tau_first = kendall_tau(list(p50[0]), list(p50[1]))
     taus = [kendall_tau(list(p50[a]), list(p50[b])) for a, b in itertools.combinations(range(args.rounds), 2)]
     print(f"\n{'artifact':<18} {'p50 ms (mean)':>13} {'CV p50':>7} {'met':>5} {'other load':>10}")
@@ -92,6 +119,8 @@ def main() -> None:
           f"median CV {100 * np.median(cv):.2f}%")
     print(f"Kendall tau, pass 1 vs pass 2: {tau_first:.3f}; worst over all {len(taus)} pairs of rounds: "
           f"{min(taus):.3f}; mean {np.mean(taus):.3f} (target >= {TAU_TARGET})")
+    print(f"fastest of the {args.sessions} sessions instead of the median: max CV {100 * cv_min.max():.2f}%, "
+          f"median CV {100 * np.median(cv_min):.2f}%, worst tau {min(taus_min):.3f}")
     print(f"load average {load_start[0]:.2f} -> {load_end[0]:.2f}; other processes "
           f"{other.mean():.2f} cores on average; {loaded}/{other.size} measurements flagged loaded; "
           f"{elapsed:.0f}s")
@@ -100,7 +129,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "artifacts": [a.stem for a in arts], "rounds": args.rounds, "threads": args.threads,
-        "sessions_per_measurement": args.sessions,
+        "sessions_per_measurement": args.sessions, "order": args.order,
+        "session_p50_ms": sessions.tolist(), "session_end_s": stamps.tolist(),
+        "cv_p50_fastest_session": cv_min.tolist(), "max_cv_fastest_session": float(cv_min.max()),
+        "kendall_tau_min_fastest_session": min(taus_min),
         "policy": {"rel_ci": args.rel_ci, "max_time_s": args.max_time},
         "p50_ms": p50.tolist(), "cv_p50": cv.tolist(), "max_cv": float(cv.max()),
         "kendall_tau_pass1_pass2": tau_first, "kendall_tau_min": min(taus),

@@ -35,6 +35,17 @@ def test_stage_key_changes_with_every_input(tiny_task, tiny_teacher, tmp_path):
     assert key != _builder(other_data, tiny_teacher, tmp_path).stage_key(cfg)
 
 
+def test_stage_key_changes_with_the_stage_code(tiny_task, tiny_teacher, tmp_path, monkeypatch):
+    """An edit of the pruning / training / export code must not reuse the old code's weights."""
+    import petra.pipeline as pipeline
+
+    cfg = CandidateConfig(prune_ratio=0.5, epochs=1)
+    key = _builder(tiny_task, tiny_teacher, tmp_path).stage_key(cfg)
+    assert len(pipeline.stage_code_hash()) == 16
+    monkeypatch.setattr(pipeline, "stage_code_hash", lambda: "edited")
+    assert _builder(tiny_task, tiny_teacher, tmp_path).stage_key(cfg) != key
+
+
 def test_torch_stage_is_reused_across_runs(tiny_task, tiny_teacher, tmp_path):
     cfg = CandidateConfig(prune_ratio=0.3, epochs=1, precision=Precision.FP32)
     first, second = {}, {}

@@ -115,3 +115,30 @@ def test_multi_fidelity_halves_a_generation(tiny_task, tmp_path):
     assert len(fits) == 4 and all(len(f) == 3 for f in fits)
     # a second call re-evaluates nothing
     assert study.evaluate_batch(genomes, 2) == fits and len(study.trials) == before + 4
+
+
+def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
+    """The budget ends after the first cheap fine-tune: the other three are not built, nothing
+    half-ranked is recorded, and the generation ends at once."""
+    from petra.optimizer.genome import CandidateConfig, Regularizer
+
+    cfg = load_config(generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
+    study = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None)
+    study.prepare()
+    study.measure_baseline()
+    before = len(study.trials)
+    built = []
+    real_build = study.build_trials
+
+    def counting(configs, generation, fidelity=None):
+        for item in real_build(configs, generation, fidelity):
+            built.append(fidelity)
+            yield item
+
+    study.build_trials = counting
+    study.out_of_time = lambda: len(built) >= 1
+    configs = [CandidateConfig(prune_ratio=p, regularizer=r, epochs=2, lr=3e-3)
+               for p in (0.0, 0.5) for r in (Regularizer.NONE, Regularizer.KD)]
+    fits = study.evaluate_batch([TINY_SPACE.encode(c) for c in configs], 1)
+    assert len(built) == 1 and built[0] is not None  # one low-fidelity build, no full one
+    assert len(study.trials) == before and len(fits) == 4

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,26 @@ class Built:
     val_outputs: np.ndarray | None = None
 
 
+
+@lru_cache(maxsize=1)
+def stage_code_hash() -> str:
+    """Hash of the code that makes a torch stage (``petra.compression``, ``petra.exporters``).
+
+    petra's version string does not change with every edit of a pruning or training routine,
+    and a cache hit on weights that the old code made would silently mix two algorithms in one
+    front; the source itself does change.
+    """
+    import petra.compression
+    import petra.exporters
+
+    h = hashlib.sha256()
+    for pkg in (petra.compression, petra.exporters):
+        for f in sorted(Path(pkg.__file__).parent.glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 class CandidateBuilder:
     def __init__(
         self,
@@ -173,7 +194,8 @@ class CandidateBuilder:
         the cache is shared by every run of the same task and teacher on this machine."""
         payload = {"stage": "torch", "genes": cfg.torch_key, "inputs": self._inputs_hash,
                    "fidelity": repr(fidelity) if fidelity else None,
-                   "versions": {k: v for k, v in versions().items() if k != "petra"}}
+                   "versions": {k: v for k, v in versions().items() if k != "petra"},
+                   "code": stage_code_hash()}
         if self.train_device != "cpu":  # GPU kernels give other weights than the CPU's
             payload["device"] = self.train_device
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
