@@ -58,8 +58,13 @@ def test_cdnow_sequences_and_label():
     assert x.shape == (23570, 39, 3) and x.dtype == np.float32
     assert abs(y.mean() - 0.299) < 0.005  # 29.9% buy again after 1997-09-30
     assert (x[:, :, 2] > 0).any(axis=1).all()  # every customer first bought in 1997-Q1
-    multi = build_dataset("repeat-count")[1]
-    assert set(np.unique(multi)) == {0, 1, 2, 3}
+    tier = build_dataset("value-tier")[1]
+    share = np.bincount(tier) / len(tier)
+    assert len(share) == 6 and abs(share[0] - 0.701) < 0.005  # no purchase in the next 9 months
+    assert np.all(np.abs(share[1:] - 0.06) < 0.005)  # the five spend quintiles of the repeaters
+    assert ((tier > 0) == (y == 1)).all()
+    with pytest.raises(ConfigError, match="unknown cdnow label"):
+        build_dataset("churn")
     assert roc_auc_percent(np.array([[0.0, 1.0], [1.0, 0.0]]), np.array([1, 0])) == 100.0
 
 
@@ -89,7 +94,7 @@ def test_task_search_space_removes_genes_that_do_not_apply():
 def test_drop_interval_is_paired():
     task = cdnow_task(hidden=8, layers=1, limit=600, max_epochs=1)
     rng = np.random.default_rng(0)
-    out = rng.standard_normal((len(task.val), 2))
+    out = rng.standard_normal((len(task.val), 6))
     assert task.drop_interval(out, out) == (0.0, 0.0)
     lo, hi = task.drop_interval(out, out + rng.standard_normal(out.shape))
     assert lo < hi

@@ -4,6 +4,12 @@ The data ships inside scikit-learn, so the default run needs no download. The ne
 deliberately over-parameterized for 8x8 inputs (about 0.7M parameters, ~18M MACs) so that
 convolution time, not runtime overhead, dominates latency: that is the regime of real
 deployment models, where pruning and INT8 pay.
+
+Its validation part is 360 images, one image = 0.28 points: the point estimate of a drop is too
+coarse to decide a 1-point constraint, and taking the fastest of many candidates near the
+boundary favours the ones whose drop was underestimated (a run once chose a candidate with a
+validation drop of 0.84 and a held-out drop of 1.67). So feasibility is decided on the one-sided
+90% upper bound of the paired-bootstrap validation drop, as on the small UCR sets.
 """
 
 from __future__ import annotations
@@ -80,4 +86,5 @@ def digits_task(width: int = 64) -> Task:
         metric=ACCURACY,
         train_settings=TrainSettings(max_epochs=60, lr=3e-3, batch_size=64, patience=8),
         description="sklearn 8x8 digits (1797 images), residual CNN 64/128 channels",
+        drop_confidence=0.9,
     )
