@@ -41,8 +41,8 @@ from petra.runtimes import InferencePrecision, OpenVinoRuntime, get_runtimes
 
 SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
 FINAL_POLICY = TimingPolicy(rel_ci=0.01, min_runs=50, max_time_s=1.0)
-#: odd, so that the median round is one real session (see Measurement.median_of)
-FINAL_ROUNDS = 3
+#: fresh sessions per figure in the final re-measurement (see Measurement.fastest_of)
+FINAL_ROUNDS = 5
 
 
 def seed_configs(threads: int, runtime: str = ORT) -> list[CandidateConfig]:
@@ -346,9 +346,9 @@ class Study:
     def remeasure(self, trials: list[Trial]) -> None:
         """Re-time the front and the baseline in interleaved rounds (A B A B ...) so that
         drift of the machine hits all of them alike; the final figures replace the search's.
-        Each round is a fresh session in the isolated worker and the figure is the median
-        round's (one slow session cannot move it); a trial whose re-measurement fails keeps
-        its search figure (the reason is logged)."""
+        Each round is a fresh session in the isolated worker and the figure is the fastest
+        round's (slow sessions cannot move it, see ``Measurement.fastest_of``); a trial whose
+        re-measurement fails keeps its search figure (the reason is logged)."""
         arts = {t.number: Artifact.of(self.out / t.artifact) for t in trials}
         rounds: dict[int, list[Measurement]] = {t.number: [] for t in trials}
         for _ in range(FINAL_ROUNDS):
@@ -359,7 +359,7 @@ class Study:
                     self.log(f"  re-measuring trial {t.number} failed ({exc}); keeping its search figure")
         for t in trials:
             if rounds[t.number]:
-                t.measurement = Measurement.median_of(rounds[t.number])
+                t.measurement = Measurement.fastest_of(rounds[t.number])
                 self.store.update_measurement(t)
         noisy = [t.number for t in trials if t.measurement is not None and t.measurement.noisy]
         if noisy:

@@ -35,7 +35,7 @@ def run_bench(
     spinning: bool | None = None,
     rel_ci: float = 0.02,
     max_time: float = 2.0,
-    sessions: int = 3,
+    sessions: int = 5,
 ) -> dict:
     from petra.runtimes import get_runtime
 
