@@ -142,3 +142,17 @@ def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
     fits = study.evaluate_batch([TINY_SPACE.encode(c) for c in configs], 1)
     assert len(built) == 1 and built[0] is not None  # one low-fidelity build, no full one
     assert len(study.trials) == before and len(fits) == 4
+
+
+def test_resume_into_another_search_space_is_a_one_line_error(tiny_task, tmp_path):
+    """Stored genomes are indices into the space the run started with (a newer petra or an
+    edited task may have narrowed a gene): resuming into another space says so up front."""
+    from dataclasses import replace
+
+    cfg = load_config(generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
+    Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).store.close()
+    Study(cfg, task=tiny_task, space=TINY_SPACE, resume=True, log=lambda s: None).store.close()  # same: fine
+    narrowed = replace(TINY_SPACE, prune_ratio=TINY_SPACE.prune_ratio[:1])
+    with pytest.raises(ConfigError, match="search space changed.*gene 'prune_ratio'") as info:
+        Study(cfg, task=tiny_task, space=narrowed, resume=True, log=lambda s: None)
+    assert "\n" not in str(info.value)

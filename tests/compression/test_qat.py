@@ -84,3 +84,11 @@ def test_untraceable_model_is_a_train_error():
 
     with pytest.raises(TrainError, match="fx-traceable"):
         prepare_qat(Branchy())
+
+
+def test_recurrent_model_is_a_train_error_naming_the_fix():
+    """A GRU's op returns (output, state): QAT says so instead of failing inside an observer."""
+    from petra.models.cdnow import GRUEncoder
+
+    with pytest.raises(TrainError, match="not GRU layers.*gene_choices"):
+        prepare_qat(GRUEncoder(3, 8, 1, 2))

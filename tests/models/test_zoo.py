@@ -86,6 +86,7 @@ def test_task_search_space_removes_genes_that_do_not_apply():
     assert set(space.importance) == {Importance.L1, Importance.L2}
     assert set(space.regularizer) == {Regularizer.NONE, Regularizer.KD}
     assert space.unroll_recurrent == (False, True)
+    assert space.qat == (False,)  # QAT fake-quantizes Conv2d/Linear graphs, not a GRU
     bad = Task("t", task.build_model, task.train, task.val, task.test, gene_choices={"nope": (1,)})
     with pytest.raises(ConfigError, match="unknown gene 'nope'"):
         bad.search_space(SearchSpace())

@@ -151,6 +151,10 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
 
 def prepare_qat(model: nn.Module) -> fx.GraphModule:
     """A fake-quantized copy of ``model`` (BN folded, observers uninitialized) to fine-tune."""
+    recurrent = [type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)]
+    if recurrent:  # its op returns (output, state) and its weights are no Conv2d/Linear
+        raise TrainError(f"QAT fake-quantizes Conv2d/Linear graphs, not {recurrent[0]} layers; "
+                         "remove qat from this task's search space (Task.gene_choices)")
     try:
         gm = fx.symbolic_trace(model.eval())
     except Exception as exc:

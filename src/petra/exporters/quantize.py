@@ -52,6 +52,10 @@ class QuantExclude(str, Enum):
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: samples used to rank layer sensitivity: enough to order layers, cheap to run N times
 SENSITIVITY_SAMPLES = 64
+#: sensitivity analysis quantizes the model once per weighted layer, and each quantization
+#: walks the whole graph: an unrolled 39-step GRU (hundreds of MatMuls) held one cdnow
+#: candidate for over 8 minutes, so beyond this many layers the gene fails fast instead
+MAX_SENSITIVITY_LAYERS = 64
 
 
 def weighted_nodes(model_path: Path) -> list[str]:
@@ -175,6 +179,10 @@ def _resolve_exclude(exclude: QuantExclude | Sequence[str], model: Path, run: _Q
         return sorted({layers[0], layers[-1]}, key=layers.index)
     if data is None or len(data) == 0:
         raise QuantizeError("sensitivity-based exclusion needs calibration data from the task")
+    if len(layers) > MAX_SENSITIVITY_LAYERS:
+        raise QuantizeError(f"sensitivity-based exclusion quantizes each weighted layer once, and this "
+                            f"graph has {len(layers)} (limit {MAX_SENSITIVITY_LAYERS}); use quant_exclude "
+                            "first, last or first_last")
     scores = layer_sensitivity(model, run, data[:SENSITIVITY_SAMPLES])
     return [max(scores, key=scores.__getitem__)]
 

@@ -158,6 +158,7 @@ def cdnow_task(hidden: int = 64, layers: int = 2, label: str = "value-tier", lim
         description=f"CDNOW weekly purchase sequences (39 weeks), label {label!r}, GRU {hidden}x{layers}",
         gene_choices={"importance": (Importance.L1, Importance.L2),
                       "regularizer": (Regularizer.NONE, Regularizer.KD),
-                      "unroll_recurrent": (False, True)},
+                      "unroll_recurrent": (False, True),
+                      "qat": (False,)},
         reference=LABEL_NOTE,
     )

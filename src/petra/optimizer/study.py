@@ -118,10 +118,12 @@ class Study:
         if stored is None:
             self.store.init_study(__version__, self.task.name, self.runtime.name,
                                   json.loads(self.cfg.model_dump_json()))
+            self.store.set_meta("space", self._space_choices())
             return False
         if not self.resume:
             raise ConfigError(f"{str(self.out)!r} already holds a study (task {stored.get('task')!r}); "
                               f"continue it with `petra resume {self.out}` or pass another --output")
+        self._check_space(self.store.get_meta("space"))
         self.trials = self.store.trials()
         self.by_key = {t.config.key: t for t in self.trials}
         base = self.store.get_meta("baseline")
@@ -131,6 +133,23 @@ class Study:
         self.history = self.store.get_meta("history", [])
         self.start -= self.store.get_meta("elapsed_s", 0.0)  # the budget counts what was spent
         return True
+
+    def _space_choices(self) -> dict[str, list[str]]:
+        return {g: [str(getattr(c, "value", c)) for c in getattr(self.space, g)]
+                for g in self.space.gene_names}
+
+    def _check_space(self, stored: dict[str, list[str]] | None) -> None:
+        """A stored population is gene indices into the space the run started with: decoded
+        into another one (a newer petra, an edited task), they would mean other configs."""
+        if stored is None:  # a store from before the space was recorded
+            return
+        now = self._space_choices()
+        for gene in sorted(set(stored) | set(now)):
+            if stored.get(gene) != now.get(gene):
+                raise ConfigError(
+                    f"the search space changed since this run started (gene {gene!r}: "
+                    f"{stored.get(gene)} then, {now.get(gene)} now), so its population cannot be "
+                    "resumed; start a new run with `petra optimize` (finished trials stay in this folder)")
 
     # -- budget ---------------------------------------------------------------------------
     def elapsed(self) -> float:
