@@ -156,3 +156,24 @@ def test_resume_into_another_search_space_is_a_one_line_error(tiny_task, tmp_pat
     with pytest.raises(ConfigError, match="search space changed.*gene 'prune_ratio'") as info:
         Study(cfg, task=tiny_task, space=narrowed, resume=True, log=lambda s: None)
     assert "\n" not in str(info.value)
+
+
+def test_seeded_configs_skip_the_cheap_pass(tiny_task, tmp_path):
+    """The hand-made pipeline is a seed so that the front holds at least what an expert would
+    build: the cheap pass must not discard it on a 1-epoch estimate."""
+    from petra.optimizer.genome import CandidateConfig, Regularizer
+
+    cfg = load_config(generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
+    study = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None)
+    study.prepare()
+    study.measure_baseline()
+    before = len(study.trials)
+    configs = [CandidateConfig(prune_ratio=p, regularizer=r, epochs=2, lr=3e-3)
+               for p in (0.0, 0.5) for r in (Regularizer.NONE, Regularizer.KD)]
+    genomes = [TINY_SPACE.encode(c) for c in configs]
+    seed = study.space.decode(genomes[3])
+    study.seed_keys = {seed.key}
+    study.evaluate_batch(genomes, 1)
+    new = {t.config.key: t for t in study.trials[before:]}
+    assert len(new) == 4 and sum(t.state.value == "PRUNED" for t in new.values()) == 1  # half of 3, rounded
+    assert new[seed.key].state.value != "PRUNED" and "-low" not in new[seed.key].artifact
