@@ -90,18 +90,23 @@ def test_unexportable_baseline_is_a_clear_error(tiny_task, tmp_path):
         Study(cfg, task=task, space=TINY_SPACE, log=lambda s: None).run()
 
 
-def test_multi_fidelity_halves_a_generation(tiny_task, tmp_path):
-    """4 new candidates that train: all get the cheap fine-tune, 2 the full one, 2 are PRUNED."""
+def _four_trainable_candidates(tiny_task, tmp_path):
+    """A study with its baseline measured, and 4 new genomes that all train (2 prune ratios x
+    with and without KD): one generation's worth for successive halving."""
     from petra.optimizer.genome import CandidateConfig, Regularizer
 
     cfg = load_config(generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
     study = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None)
     study.prepare()
     study.measure_baseline()
-    before = len(study.trials)
     configs = [CandidateConfig(prune_ratio=p, regularizer=r, epochs=2, lr=3e-3)
                for p in (0.0, 0.5) for r in (Regularizer.NONE, Regularizer.KD)]
-    genomes = [TINY_SPACE.encode(c) for c in configs]
+    return study, [TINY_SPACE.encode(c) for c in configs], len(study.trials)
+
+
+def test_multi_fidelity_halves_a_generation(tiny_task, tmp_path):
+    """4 new candidates that train: all get the cheap fine-tune, 2 the full one, 2 are PRUNED."""
+    study, genomes, before = _four_trainable_candidates(tiny_task, tmp_path)
     fits = study.evaluate_batch(genomes, 1)
     new = study.trials[before:]
     states = sorted(t.state.value for t in new)
@@ -120,13 +125,7 @@ def test_multi_fidelity_halves_a_generation(tiny_task, tmp_path):
 def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
     """The budget ends after the first cheap fine-tune: the other three are not built, nothing
     half-ranked is recorded, and the generation ends at once."""
-    from petra.optimizer.genome import CandidateConfig, Regularizer
-
-    cfg = load_config(generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
-    study = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None)
-    study.prepare()
-    study.measure_baseline()
-    before = len(study.trials)
+    study, genomes, before = _four_trainable_candidates(tiny_task, tmp_path)
     built = []
     real_build = study.build_trials
 
@@ -137,9 +136,7 @@ def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
 
     study.build_trials = counting
     study.out_of_time = lambda: len(built) >= 1
-    configs = [CandidateConfig(prune_ratio=p, regularizer=r, epochs=2, lr=3e-3)
-               for p in (0.0, 0.5) for r in (Regularizer.NONE, Regularizer.KD)]
-    fits = study.evaluate_batch([TINY_SPACE.encode(c) for c in configs], 1)
+    fits = study.evaluate_batch(genomes, 1)
     assert len(built) == 1 and built[0] is not None  # one low-fidelity build, no full one
     assert len(study.trials) == before and len(fits) == 4
 
@@ -161,16 +158,7 @@ def test_resume_into_another_search_space_is_a_one_line_error(tiny_task, tmp_pat
 def test_seeded_configs_skip_the_cheap_pass(tiny_task, tmp_path):
     """The hand-made pipeline is a seed so that the front holds at least what an expert would
     build: the cheap pass must not discard it on a 1-epoch estimate."""
-    from petra.optimizer.genome import CandidateConfig, Regularizer
-
-    cfg = load_config(generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
-    study = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None)
-    study.prepare()
-    study.measure_baseline()
-    before = len(study.trials)
-    configs = [CandidateConfig(prune_ratio=p, regularizer=r, epochs=2, lr=3e-3)
-               for p in (0.0, 0.5) for r in (Regularizer.NONE, Regularizer.KD)]
-    genomes = [TINY_SPACE.encode(c) for c in configs]
+    study, genomes, before = _four_trainable_candidates(tiny_task, tmp_path)
     seed = study.space.decode(genomes[3])
     study.seed_keys = {seed.key}
     study.evaluate_batch(genomes, 1)
