@@ -107,7 +107,6 @@ class Built:
     val_outputs: np.ndarray | None = None
 
 
-
 @lru_cache(maxsize=1)
 def stage_code_hash() -> str:
     """Hash of the code that makes a torch stage (``petra.compression``, ``petra.exporters``).

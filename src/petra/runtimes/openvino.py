@@ -81,10 +81,14 @@ class OvSession(Session):
         req.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
         req.start_async()
 
+    def _one_request(self, x: np.ndarray) -> bool:
+        """Whether ``x`` runs on the first request alone (not split across the streams)."""
+        return self._streams == 1 or len(x) < 2 * self._streams
+
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         try:
-            if self._streams == 1 or len(x) < 2 * self._streams:
+            if self._one_request(x):
                 req = self._requests[0]
                 if x is not self._bound:
                     req.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
@@ -109,7 +113,7 @@ class OvSession(Session):
         2.7 us less per call, measured here on a 0.11 ms INT8 IR (114.3 against 116.9 us).
         """
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if not (self._streams == 1 or len(x) < 2 * self._streams):
+        if not self._one_request(x):
             return lambda: self.run(x)
         self.run(x)  # binds x to the first request and surfaces a failing model as MeasureError
         req = self._requests[0]
