@@ -267,6 +267,8 @@ def bench(
     rel_ci: float = typer.Option(0.02, help="target width of the median's 95% interval (0.02 = 2%)"),
     max_time: float = typer.Option(2.0, help="time cap in seconds per batch size"),
     sessions: int = typer.Option(5, help="independent sessions; the figure is the fastest one's"),
+    max_sessions: int = typer.Option(
+        12, help="more sessions, up to this many, until a second one reproduces the fastest within 2%"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Measure any model file with petra's timing loop, in an isolated worker process."""
@@ -274,7 +276,8 @@ def bench(
 
     try:
         report = run_bench(artifact, runtime=runtime, batch=batch, threads=threads, spinning=spinning,
-                           rel_ci=rel_ci, max_time=max_time, sessions=sessions)
+                           rel_ci=rel_ci, max_time=max_time, sessions=sessions,
+                           max_sessions=max_sessions)
     except PetraError as exc:
         fail(str(exc))
     if as_json:

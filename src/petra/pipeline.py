@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from petra.compression.lowrank import LowRankRegularizer, factorize, truncate
-from petra.compression.pruning import Importance, prune
+from petra.compression.pruning import Importance, prune, recalibrate_bn
 from petra.compression.qat import calibrate, export_qat, prepare_qat
 from petra.compression.recurrent import has_recurrent, prune_gru_units, unroll_gru
 from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation
@@ -237,6 +237,8 @@ class CandidateBuilder:
         else:
             prune(model, example, ratio=cfg.prune_ratio, importance=cfg.importance,
                   round_to=cfg.round_to, calibration=calib)
+        if cfg.prune_ratio > 0:  # the BatchNorms' statistics are the unpruned model's
+            recalibrate_bn(model, self.task.train.x)
         timings["prune_s"] = time.perf_counter() - t0
         teacher = self.teacher if self.train_device == "cpu" else copy.deepcopy(self.teacher).to(
             self.train_device)
@@ -260,6 +262,11 @@ class CandidateBuilder:
             except (FloatingPointError, RuntimeError) as exc:
                 raise TrainError(f"fine-tuning failed: {exc}") from exc
             model.cpu()
+            if fidelity is not None and not cfg.qat:
+                # a cheap fine-tune takes a handful of steps (digits: 4), too few for the
+                # BatchNorms' running averages to forget the statistics from before it: 70%
+                # pruning scored 72.14 cheap, 73.82 recalibrated; 50% 87.47 and 98.05
+                recalibrate_bn(model, self.task.train.x)
         timings["finetune_s"] = time.perf_counter() - t0
         if cfg.unroll_recurrent:
             if not has_recurrent(model):

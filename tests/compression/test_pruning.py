@@ -36,3 +36,22 @@ def test_bad_ratio_and_missing_calibration(tiny_task, tiny_model):
         prune(tiny_model, tiny_task.example_input, ratio=1.0, importance=Importance.L2, round_to=1)
     with pytest.raises(PruneError, match="calibration"):
         prune(tiny_model, tiny_task.example_input, ratio=0.5, importance=Importance.TAYLOR, round_to=1)
+
+
+def test_recalibrated_batchnorms_bring_a_pruned_model_back(tiny_task, tiny_model):
+    from petra.compression.pruning import recalibrate_bn
+    from petra.compression.training import predict
+
+    def accuracy(model):
+        return tiny_task.metric(predict(model, tiny_task.val.x), tiny_task.val.y)
+
+    # measured on this 8/16-channel net: 30% pruning 13.09 -> 49.03 (the digits ResNet: 98.33)
+    prune(tiny_model, tiny_task.example_input, ratio=0.3, importance=Importance.L2, round_to=1)
+    pruned = accuracy(tiny_model)
+    weights = {k: v.clone() for k, v in tiny_model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    recalibrate_bn(tiny_model, tiny_task.train.x)
+    # statistics only: no weight moved, momenta and inference mode as they were
+    assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in weights.items())
+    assert all(m.momentum == 0.1 and not m.training for m in tiny_model.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))
+    assert accuracy(tiny_model) > pruned + 20

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from petra.errors import ConfigError
-from petra.profilers import Measurement, Timing, fingerprint
+from petra.profilers import Measurement, Timing, fingerprint, sessions_agree
 from petra.profilers.fingerprint import fingerprint_id
 from petra.profilers.inputs import InputSpec, model_input
 from petra.profilers.measure import LOADED_CORES
@@ -49,6 +49,24 @@ def test_fastest_of_sessions_ignores_slow_sessions_and_keeps_the_worst_load():
     assert nested.p50_ms == pytest.approx(1.0)
     with pytest.raises(ValueError):
         Measurement.fastest_of([])
+
+
+def test_the_fastest_session_stands_once_it_is_reproduced():
+    assert not sessions_agree([]) and not sessions_agree([1.0])
+    assert sessions_agree([1.4, 1.0, 1.019]) and sessions_agree([1.0, 1.0])
+    # five slow sessions that agree loosely with each other are not a figure yet
+    assert not sessions_agree([1.70, 1.78, 1.81, 1.90, 2.0])
+    assert not sessions_agree([1.0, 1.03, 1.4], agree=0.02) and sessions_agree([1.0, 1.03], agree=0.05)
+
+    def timed(p50):
+        return _m(latency=Timing((p50,) * 30, 10, 0.02))
+
+    single = timed(1.0)
+    assert single.reproduced is None and not single.noisy  # one session: nothing to compare
+    apart = Measurement.fastest_of([timed(1.0), timed(1.5), timed(1.7)])
+    assert apart.reproduced is False and apart.noisy and apart.to_json()["reproduced"] is False
+    again = Measurement.fastest_of([timed(1.5), timed(1.0), timed(1.01)])
+    assert again.reproduced is True and not again.noisy and again.p50_ms == pytest.approx(1.0)
 
 
 def test_peak_rss_resets_and_sees_a_new_allocation():

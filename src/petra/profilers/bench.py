@@ -12,7 +12,7 @@ from pathlib import Path
 from petra.errors import ConfigError
 from petra.profilers.inputs import model_input
 from petra.profilers.isolated import measure_isolated
-from petra.profilers.measure import LOADED_CORES
+from petra.profilers.measure import LOADED_CORES, SESSION_AGREEMENT
 from petra.profilers.timing import TimingPolicy
 
 
@@ -36,6 +36,7 @@ def run_bench(
     rel_ci: float = 0.02,
     max_time: float = 2.0,
     sessions: int = 5,
+    max_sessions: int = 12,
 ) -> dict:
     from petra.runtimes import get_runtime
 
@@ -48,6 +49,8 @@ def run_bench(
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     if sessions < 1:
         raise ConfigError(f"--sessions must be >= 1, got {sessions}")
+    if max_sessions < sessions:
+        raise ConfigError(f"--max-sessions must be >= --sessions ({sessions}), got {max_sessions}")
     spec = model_input(artifact)
     for b in sizes:
         spec.check_batch(b)
@@ -55,8 +58,11 @@ def run_bench(
     settings: dict = {"threads": threads}
     if spinning is not None:
         settings["spinning"] = spinning
-    m = measure_isolated(artifact, runtime, settings, batches=sizes, policy=policy, sessions=sessions)
-    report = {"artifact": str(artifact), "runtime": runtime, "threads": threads, "sessions": sessions,
+    m = measure_isolated(artifact, runtime, settings, batches=sizes, policy=policy, sessions=sessions,
+                         max_sessions=max_sessions)
+    report = {"artifact": str(artifact), "runtime": runtime, "threads": threads,
+              "sessions": len(m.session_p50s) or 1, "max_sessions": max_sessions,
+              "agreement": SESSION_AGREEMENT,
               "policy": {"rel_ci": rel_ci, "max_time_s": max_time}, **m.to_json(with_fingerprint=True)}
     report["results"] = [{"batch": int(b), **r} for b, r in report.pop("by_batch").items()]
     return report
@@ -83,8 +89,15 @@ def verdict(report: dict) -> str:
         lines.append(f"WARNING: noisy: the median's 95% interval did not reach +-{50 * target:.1f}% within "
                      f"{report['policy']['max_time_s']:g}s at batch {', '.join(missed)}; "
                      "rerun on an idle machine or raise --max-time")
+    if report["reproduced"] is False:
+        p50s = ", ".join(f"{p:.4g}" for p in sorted(report["session_p50_ms"])[:4])
+        lines.append(f"WARNING: noisy: no second session came within {report['agreement']:.0%} of the "
+                     f"fastest in {report['sessions']} sessions (fastest p50s {p50s} ms): the machine's "
+                     "speed varied between sessions; rerun on an idle machine or raise --max-sessions")
     if not lines:
-        lines.append(f"interval met at every batch size (+-{50 * target:.1f}%); "
+        again = (f"; the fastest of {report['sessions']} sessions reproduced within "
+                 f"{report['agreement']:.0%}" if report["reproduced"] else "")
+        lines.append(f"interval met at every batch size (+-{50 * target:.1f}%){again}; "
                      f"machine quiet ({_load(report)})")
     mib = 1024 * 1024
     peak, sess = report["peak_rss_bytes"], report["session_rss_bytes"]

@@ -41,7 +41,7 @@ import numpy as np
 from petra import errors
 from petra.errors import MeasureError, PetraError
 from petra.profilers.fingerprint import fingerprint
-from petra.profilers.measure import Measurement, measure
+from petra.profilers.measure import Measurement, measure, sessions_agree
 from petra.profilers.resources import current_rss, peak_rss, reset_peak_rss
 from petra.profilers.timing import TimingPolicy
 from petra.runtimes.base import Runtime
@@ -78,8 +78,10 @@ class MeasureRequest:
     #: back in ``Measurement.extra["outputs"]``, so the task metric is computed on the runtime
     #: without the parent process ever loading it (a runtime crash stays in the worker)
     eval_inputs: tuple[Path, ...] = ()
-    #: independent sessions (a fresh compile each); the figure is the one with the median p50
+    #: independent sessions (a fresh compile each); the figure is the fastest one's
     sessions: int = 1
+    #: more sessions, up to this many, until the fastest p50 is reproduced (``sessions_agree``)
+    max_sessions: int = 0
 
 
 def load_runtime(ref: str) -> Runtime:
@@ -125,7 +127,9 @@ def measure_artifact(req: MeasureRequest) -> Measurement:
     size = req.size_bytes if req.size_bytes is not None else Path(req.artifact).stat().st_size
     outputs: list = []
     timed: list[Measurement] = []
-    for i in range(max(1, req.sessions)):
+    for i in range(max(1, req.sessions, req.max_sessions)):
+        if i >= max(1, req.sessions) and sessions_agree([m.p50_ms for m in timed]):
+            break
         session = runtime.compile(Path(req.artifact), **req.settings)
         try:
             if i == 0:  # writeable arrays: OpenVINO shares input memory
@@ -308,8 +312,10 @@ def measure_isolated(
     policy: TimingPolicy = TimingPolicy(),
     sample: np.ndarray | None = None,
     sessions: int = 1,
+    max_sessions: int = 0,
 ) -> Measurement:
     """One-off isolated measurement (a worker started and stopped for it)."""
     with IsolatedMeasurer() as m:
         return m.measure(MeasureRequest(Path(artifact), runtime, dict(settings or {}), sample,
-                                        tuple(batches), policy, sessions=sessions))
+                                        tuple(batches), policy, sessions=sessions,
+                                        max_sessions=max_sessions))
