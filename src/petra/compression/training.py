@@ -46,6 +46,23 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarra
     return np.concatenate(outs)
 
 
+def _val_loss(outputs: np.ndarray, y: np.ndarray) -> float:
+    """Cross-entropy of class scores; +inf where the outputs are not scores of ``y``'s classes.
+
+    Why: early stopping on the metric alone stalls once a small validation split saturates.
+    digits (360 images) reached 99.72% (one error) at epoch 11 of a 60-epoch cosine schedule and
+    kept that checkpoint, taken at a high learning rate: 98.33% on test, below every fine-tuned
+    candidate (99.72%), which made compression look free. At an equal metric, the checkpoint with
+    the lower validation loss is the better-trained one.
+    """
+    y = np.asarray(y)
+    if outputs.ndim != 2 or not np.issubdtype(y.dtype, np.integer) or len(y) != len(outputs) \
+            or y.min() < 0 or y.max() >= outputs.shape[1]:
+        return math.inf
+    logits = torch.from_numpy(np.ascontiguousarray(outputs, dtype=np.float32))
+    return float(nn.functional.cross_entropy(logits, torch.from_numpy(y.astype(np.int64))))
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -61,7 +78,8 @@ def fit(
     seed: int = 0,
     device: str = "cpu",
 ) -> FitReport:
-    """Adam with cosine decay; with ``val`` and ``patience``, early stopping on the metric.
+    """Adam with cosine decay; with ``val`` and ``patience``, early stopping on the metric (at an
+    equal metric, on the validation loss; see ``_val_loss``).
 
     On ``device`` "cuda" the model trains on the GPU (the data stays in host memory and goes
     over batch by batch); the caller moves it back to the CPU for export."""
@@ -75,7 +93,8 @@ def fit(
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
-    best_val, best_epoch, best_state, stale = None, 0, None, 0
+    best_val, best_loss, best_epoch, best_state, stale = None, math.inf, 0, None, 0
+    lowest_loss = math.inf
     epoch = 0
     for epoch in range(1, epochs + 1):
         model.train()
@@ -94,17 +113,19 @@ def fit(
             opt.step()
             sched.step()
         if val is not None and metric is not None and patience is not None:
-            score = metric(predict(model, val.x), val.y)
+            outputs = predict(model, val.x)
+            score, tie_break = metric(outputs, val.y), _val_loss(outputs, val.y)
             better = best_val is None or (
                 score > best_val if metric.higher_is_better else score < best_val
-            )
+            ) or (score == best_val and tie_break < best_loss)
             if better:
-                best_val, best_epoch, stale = score, epoch, 0
+                best_val, best_loss, best_epoch = score, tie_break, epoch
                 best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                if stale >= patience:
-                    break
+            # patience runs out only when neither the metric nor the loss improves any more
+            stale = 0 if better or tie_break < lowest_loss else stale + 1
+            lowest_loss = min(lowest_loss, tie_break)
+            if stale >= patience:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -77,6 +77,8 @@ def accuracy_percent(outputs: np.ndarray, targets: np.ndarray) -> float:
 
 
 ACCURACY = Metric("accuracy", accuracy_percent, higher_is_better=True)
+#: names the early-stopping rule in the baseline cache key: a changed rule retrains, never reuses
+BASELINE_RECIPE = "checkpoint by metric then validation loss; patience on both"
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ class Task:
         h.update(repr(self.build_model()).encode())
         h.update(repr(self.train_settings).encode())
         h.update(torch.__version__.encode())
+        h.update(BASELINE_RECIPE.encode())
         return h.hexdigest()[:16]
 
     def baseline(self, cache_dir: Path | None = None, log: Callable[[str], None] = print) -> nn.Module:
