@@ -69,7 +69,7 @@ def test_bench_json_and_table(tiny_onnx):
     exact = json.loads(petra("bench", str(tiny_onnx.path), "--sessions", "2", "--max-sessions", "2",
                              "--json").stdout)
     assert exact["sessions"] == 2 and exact["max_sessions"] == 2
-    table = petra("bench", str(tiny_onnx.path), "--threads", "2")
+    table = petra("bench", str(tiny_onnx.path), "--threads", "2", "--sessions", "2", "--max-sessions", "2")
     assert table.returncode == 0 and "p50" in table.stdout and "2 thread(s)" in table.stdout
     assert "interval met at every batch size" in table.stdout or "WARNING: " in table.stdout
 

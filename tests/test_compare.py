@@ -44,7 +44,7 @@ def test_bad_input_is_one_line_exit_2(compare, capsys, tmp_path, argv, message):
 
 def test_compare_writes_seven_rows_with_consistent_hypervolumes(compare, tiny_teacher, tmp_path):
     out = tmp_path / "results"
-    assert compare.main(["--task", "tests.test_compare:fast_task", "--budget", "0.05",
+    assert compare.main(["--task", "tests.test_compare:fast_task", "--budget", "0.1",
                          "--out", str(out), "--work", str(tmp_path / "work")]) == 0
     stem = out / "compare-digits-w8-onnxruntime"
     res = json.loads(stem.with_suffix(".json").read_text())

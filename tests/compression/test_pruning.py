@@ -48,7 +48,8 @@ def test_recalibrated_batchnorms_bring_a_pruned_model_back(tiny_task, tiny_model
     # measured on this 8/16-channel net: 30% pruning 13.09 -> 49.03 (the digits ResNet: 98.33)
     prune(tiny_model, tiny_task.example_input, ratio=0.3, importance=Importance.L2, round_to=1)
     pruned = accuracy(tiny_model)
-    weights = {k: v.clone() for k, v in tiny_model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    weights = {k: v.clone() for k, v in tiny_model.state_dict().items()
+               if "running" not in k and "num_batches" not in k}
     recalibrate_bn(tiny_model, tiny_task.train.x)
     # statistics only: no weight moved, momenta and inference mode as they were
     assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in weights.items())

@@ -42,3 +42,31 @@ def test_early_stopping_restores_best(tiny_task, tiny_teacher):
                  metric=tiny_task.metric, patience=2)
     acc = tiny_task.metric(predict(model, tiny_task.val.x), tiny_task.val.y)
     assert report.epochs_run <= 30 and acc == pytest.approx(report.best_val)
+
+
+def test_at_an_equal_metric_the_lower_validation_loss_wins(tiny_task, tiny_model):
+    import math
+
+    import numpy as np
+
+    from petra.compression.training import _val_loss
+    from petra.models.base import Metric
+
+    assert _val_loss(np.zeros((2, 2), np.float32), np.array([0, 1])) == pytest.approx(math.log(2))
+    assert _val_loss(np.zeros((2, 1), np.float32), np.array([0, 3])) == math.inf  # not class scores
+    # a saturated metric (the same score every epoch) used to keep epoch 1 and stop after
+    # `patience` epochs; the checkpoint is now the one of lowest validation loss
+    losses = []
+
+    class Spy(Metric):
+        def __call__(self, outputs, targets):
+            losses.append(_val_loss(outputs, targets))
+            return 100.0
+
+    spy = Spy("flat", lambda out, y: 100.0)
+    report = fit(tiny_model, tiny_task.train, epochs=5, lr=3e-4, val=tiny_task.val, metric=spy, patience=1)
+    assert report.best_epoch == 1 + int(np.argmin(losses))
+    kept = _val_loss(predict(tiny_model, tiny_task.val.x), tiny_task.val.y)
+    assert kept == pytest.approx(min(losses), rel=1e-5)
+    # patience counts epochs in which neither the metric nor the loss improved
+    assert report.epochs_run == len(losses) and (report.epochs_run == 5 or losses[-1] > min(losses))
