@@ -409,8 +409,8 @@ class Study:
         """After the re-measurement, the reference of every ratio is the baseline that is faster
         by the final figures: the search-time pick can flip on a noisy machine (a run here said
         "onnxruntime 0.3568 ms, openvino 0.4069 ms; openvino is faster"), and ratios to the
-        slower one overstate every gain. Drops stay as they were: both FP32 baselines score the
-        same metric on validation (checked here)."""
+        slower one overstate every gain. Drops and feasibility stay as decided: both FP32
+        baselines score the same validation metric, and where they do not, nothing switches."""
         measured = [b for b in self.baselines.values() if b.measurement is not None]
         faster = min(measured, key=lambda b: b.measurement.p50_ms, default=self.baseline)
         if faster is self.baseline or faster.val != self.baseline.val:
