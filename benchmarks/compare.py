@@ -33,13 +33,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_report as report  # noqa: E402
 
 from petra.config import load_config  # noqa: E402
-from petra.errors import CandidateError, ConfigError  # noqa: E402
+from petra.errors import ConfigError  # noqa: E402
 from petra.exporters import Artifact, Calibration, Precision  # noqa: E402
 from petra.models.base import default_cache_dir, get_task  # noqa: E402
 from petra.optimizer.genome import OPENVINO, ORT, CandidateConfig  # noqa: E402
 from petra.optimizer.records import Prefer, TrialState, pareto_front, pick_best  # noqa: E402
-from petra.optimizer.study import FINAL_POLICY, FINAL_ROUNDS, Study, seed_configs  # noqa: E402
-from petra.profilers import Measurement, fingerprint  # noqa: E402
+from petra.optimizer.study import (  # noqa: E402
+    FINAL_MAX_ROUNDS,
+    FINAL_POLICY,
+    FINAL_ROUNDS,
+    Study,
+    interleaved_fastest,
+    seed_configs,
+)
+from petra.profilers import fingerprint  # noqa: E402
 
 RUNTIMES = (ORT, OPENVINO)
 NAMES = {"baseline": "FP32 baseline", "ort_ptq": "ORT INT8 QDQ PTQ", "nncf_ptq": "NNCF INT8 PTQ",
@@ -124,22 +131,17 @@ class Bench:
             for t in ([*singles.baselines.values()] if key == "baseline" else p["front"]):
                 if t.measurement is not None and t.artifact and all(t is not o for o, _ in todo):
                     todo.append((t, p["study"]))
-        rounds: dict[int, list] = {}
-        for _ in range(FINAL_ROUNDS):
-            for i, (t, study) in enumerate(todo):
-                try:
-                    m = singles.builder.measure(t.config, Artifact.of(study.out / t.artifact), FINAL_POLICY)
-                except CandidateError as exc:
-                    print(f"compare: re-measuring {t.config.key} failed ({exc}); keeping its search figure")
-                    continue
-                rounds.setdefault(i, []).append(m)
+        merged = interleaved_fastest(  # the schedule of Study.remeasure
+            [lambda t=t, study=study: singles.builder.measure(
+                t.config, Artifact.of(study.out / t.artifact), FINAL_POLICY) for t, study in todo],
+            lambda i, exc: print(f"compare: re-measuring {todo[i][0].config.key} failed ({exc}); "
+                                 "keeping its search figure"))
         singles.builder.close()
-        merged = {i: Measurement.fastest_of(ms) for i, ms in rounds.items()}  # as Study.remeasure
         for i, (t, _) in enumerate(todo):
             self.search_p50[id(t)] = t.measurement.p50_ms
-            if i in merged:
+            if merged[i] is not None:
                 t.measurement = merged[i]
-        self.remeasured = len(merged)
+        self.remeasured = sum(m is not None for m in merged)
 
     def build_rows(self) -> None:
         singles = self.pending["baseline"]["study"]
@@ -285,7 +287,8 @@ class Bench:
                                       "normalized": True},
             "baseline_summary": self.task.baseline_summary() or {},
             "machine": fingerprint(getattr(self, "versions", None)),
-            "referee": {"measurements": getattr(self, "remeasured", 0), "rounds": FINAL_ROUNDS,
+            "referee": {"measurements": getattr(self, "remeasured", 0),
+                        "rounds": [FINAL_ROUNDS, FINAL_MAX_ROUNDS],
                         "policy": {"rel_ci": FINAL_POLICY.rel_ci, "max_time_s": FINAL_POLICY.max_time_s}},
             "load_start": load_start, "load_end": os.getloadavg(), "wall_s": wall_s, "rows": rows,
         }

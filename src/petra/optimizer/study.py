@@ -11,7 +11,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,6 +62,27 @@ def seed_configs(threads: int, runtime: str = ORT) -> list[CandidateConfig]:
         handmade,
         *([replace(handmade, threads=1)] if threads > 1 else []),
     ]
+
+
+def interleaved_fastest(
+    jobs: Sequence[Callable[[], Measurement]], failed: Callable[[int, CandidateError], None],
+) -> list[Measurement | None]:
+    """The final re-measurement's schedule: ``FINAL_ROUNDS`` interleaved rounds (A B A B ...) so
+    that drift of the machine hits every figure alike, then further rounds, up to
+    ``FINAL_MAX_ROUNDS``, for the figures whose fastest session is not yet reproduced
+    (``sessions_agree``), interleaved among themselves. Returns each job's fastest session
+    (``Measurement.fastest_of``), or None where every attempt failed (``failed`` was told why)."""
+    rounds: list[list[Measurement]] = [[] for _ in jobs]
+    for r in range(FINAL_MAX_ROUNDS):
+        for i, job in enumerate(jobs):
+            settled = not rounds[i] or sessions_agree([m.p50_ms for m in rounds[i]])
+            if r >= FINAL_ROUNDS and settled:  # reproduced, or never measured at all
+                continue
+            try:
+                rounds[i].append(job())
+            except CandidateError as exc:
+                failed(i, exc)
+    return [Measurement.fastest_of(ms) if ms else None for ms in rounds]
 
 
 def default_space(runtimes: tuple[str, ...], n_threads: int) -> SearchSpace:
@@ -386,18 +407,16 @@ class Study:
         fastest round was not reproduced get further rounds, interleaved among themselves. A
         trial whose re-measurement fails keeps its search figure (the reason is logged)."""
         arts = {t.number: Artifact.of(self.out / t.artifact) for t in trials}
-        rounds: dict[int, list[Measurement]] = {t.number: [] for t in trials}
-        for r in range(FINAL_MAX_ROUNDS):
-            todo = [t for t in trials if r < FINAL_ROUNDS or (
-                rounds[t.number] and not sessions_agree([m.p50_ms for m in rounds[t.number]]))]
-            for t in todo:
-                try:
-                    rounds[t.number].append(self.executor.measure(t.config, arts[t.number], FINAL_POLICY))
-                except CandidateError as exc:
-                    self.log(f"  re-measuring trial {t.number} failed ({exc}); keeping its search figure")
-        for t in trials:
-            if rounds[t.number]:
-                t.measurement = Measurement.fastest_of(rounds[t.number])
+
+        def failed(i: int, exc: CandidateError) -> None:
+            self.log(f"  re-measuring trial {trials[i].number} failed ({exc}); keeping its search figure")
+
+        merged = interleaved_fastest(
+            [lambda t=t: self.executor.measure(t.config, arts[t.number], FINAL_POLICY) for t in trials],
+            failed)
+        for t, m in zip(trials, merged):
+            if m is not None:
+                t.measurement = m
                 self.store.update_measurement(t)
         noisy = [t.number for t in trials if t.measurement is not None and t.measurement.noisy]
         if noisy:
