@@ -32,16 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import compare_report as report  # noqa: E402
 
-from petra.config import load_config  # noqa: E402
+from petra.config import RunConfig, load_config  # noqa: E402
 from petra.errors import ConfigError  # noqa: E402
 from petra.exporters import Artifact, Calibration, Precision  # noqa: E402
 from petra.models.base import default_cache_dir, get_task  # noqa: E402
 from petra.optimizer.genome import OPENVINO, ORT, CandidateConfig  # noqa: E402
 from petra.optimizer.records import Prefer, TrialState, pareto_front, pick_best  # noqa: E402
 from petra.optimizer.study import (  # noqa: E402
-    FINAL_MAX_ROUNDS,
     FINAL_POLICY,
-    FINAL_ROUNDS,
     Study,
     interleaved_fastest,
     seed_configs,
@@ -68,7 +66,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--work", type=Path, default=None, help="keep the studies here (default: temp)")
+    ap.add_argument("--final-sessions", type=int, default=RunConfig.model_fields["final_sessions"].default,
+                    help="referee pass: interleaved rounds per figure (as a study's final_sessions)")
+    ap.add_argument("--final-max-sessions", type=int,
+                    default=RunConfig.model_fields["final_max_sessions"].default,
+                    help="referee pass: most rounds while a figure's fastest is not reproduced")
     args = ap.parse_args(argv)
+    load_config(final_sessions=args.final_sessions, final_max_sessions=args.final_max_sessions)
     if args.runtime not in RUNTIMES:
         raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {args.runtime!r}")
     if not args.budget > 0:
@@ -110,7 +114,8 @@ class Bench:
     def study(self, key: str, runtime: str, budget_s: float) -> Study:
         cfg = load_config(task=self.args.task, runtime=runtime, time_budget=budget_s, generations=1000,
                           population=8, output=self.work / key, progress="quiet", seed=self.args.seed,
-                          max_drop=self.args.max_drop)
+                          max_drop=self.args.max_drop, final_sessions=self.args.final_sessions,
+                          final_max_sessions=self.args.final_max_sessions)
         return Study(cfg, task=self.task, log=lambda s: None)
 
     def row(self, key: str, study: Study, trials: list, base, wall_s: float, notes: str,
@@ -135,7 +140,8 @@ class Bench:
             [lambda t=t, study=study: singles.builder.measure(
                 t.config, Artifact.of(study.out / t.artifact), FINAL_POLICY) for t, study in todo],
             lambda i, exc: print(f"compare: re-measuring {todo[i][0].config.key} failed ({exc}); "
-                                 "keeping its search figure"))
+                                 "keeping its search figure"),
+            singles.cfg.final_sessions, singles.cfg.final_max_sessions)
         singles.builder.close()
         for i, (t, _) in enumerate(todo):
             self.search_p50[id(t)] = t.measurement.p50_ms
@@ -288,7 +294,7 @@ class Bench:
             "baseline_summary": self.task.baseline_summary() or {},
             "machine": fingerprint(getattr(self, "versions", None)),
             "referee": {"measurements": getattr(self, "remeasured", 0),
-                        "rounds": [FINAL_ROUNDS, FINAL_MAX_ROUNDS],
+                        "rounds": [self.args.final_sessions, self.args.final_max_sessions],
                         "policy": {"rel_ci": FINAL_POLICY.rel_ci, "max_time_s": FINAL_POLICY.max_time_s}},
             "load_start": load_start, "load_end": os.getloadavg(), "wall_s": wall_s, "rows": rows,
         }

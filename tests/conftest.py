@@ -63,7 +63,8 @@ TINY_SPACE = SearchSpace(
 def tiny_run(tiny_task, tmp_path_factory):
     """One whole tiny search shared by the tests that read a finished run."""
     out = tmp_path_factory.mktemp("run")
-    cfg = load_config(generations=2, population=4, time_budget=120, output=out, max_threads=1)
+    cfg = load_config(final_sessions=2, final_max_sessions=2,
+                      generations=2, population=4, time_budget=120, output=out, max_threads=1)
     logs = []
     results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=logs.append).run()
     return out, results, logs

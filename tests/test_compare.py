@@ -34,6 +34,7 @@ def compare():
     (["--task", "digits", "--budget", "0"], "--budget must be > 0"),
     (["--task", "digits", "--budget", "1", "--runtime", "tensorflow"], "--runtime must be one of"),
     (["--task", "digits", "--budget", "soon"], "invalid float value"),
+    (["--task", "digits", "--budget", "1", "--final-sessions", "0"], "final_sessions must be in [1, 50]"),
 ])
 def test_bad_input_is_one_line_exit_2(compare, capsys, tmp_path, argv, message):
     assert compare.main([*argv, "--out", str(tmp_path)]) == 2
@@ -45,10 +46,11 @@ def test_bad_input_is_one_line_exit_2(compare, capsys, tmp_path, argv, message):
 def test_compare_writes_seven_rows_with_consistent_hypervolumes(compare, tiny_teacher, tmp_path):
     out = tmp_path / "results"
     assert compare.main(["--task", "tests.test_compare:fast_task", "--budget", "0.1",
+                         "--final-sessions", "2", "--final-max-sessions", "2",
                          "--out", str(out), "--work", str(tmp_path / "work")]) == 0
     stem = out / "compare-digits-w8-onnxruntime"
     res = json.loads(stem.with_suffix(".json").read_text())
-    assert list(res["rows"]) == ROWS
+    assert list(res["rows"]) == ROWS and res["referee"]["rounds"] == [2, 2]
     rows = res["rows"]
     assert rows["baseline"]["hypervolume"] == {"test": 0.0, "val": 0.0}
     for key, row in rows.items():

@@ -29,7 +29,8 @@ def test_candidates_that_break_are_recorded_and_the_search_finishes(tiny_task, t
     task = Task("hardcoded", HardCodedWidth, tiny_task.train, tiny_task.val, tiny_task.test)
     space = SearchSpace(prune_ratio=(0.0, 0.5), round_to=(1,), epochs=(0, 1), lr=(3e-3,),
                         precision=(Precision.FP32, Precision.INT8_STATIC), threads=(1,))
-    cfg = load_config(generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1,
+    cfg = load_config(final_sessions=2, final_max_sessions=2,
+                      generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1,
                       multi_fidelity=False)
     results = Study(cfg, task=task, space=space, log=lambda s: None).run()
     failed = [t for t in results["all_trials"] if t["state"] == "FAIL"]
@@ -42,7 +43,8 @@ def test_candidates_that_break_are_recorded_and_the_search_finishes(tiny_task, t
 def test_a_runtime_that_aborts_the_process_fails_only_its_trials(tiny_task, tmp_path):
     space = SearchSpace(prune_ratio=(0.0,), epochs=(0,), precision=(Precision.FP32, Precision.INT8_STATIC),
                         graph_opt=(GraphOpt.BASIC, GraphOpt.ALL), threads=(1,))
-    cfg = load_config(generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
+    cfg = load_config(final_sessions=2, final_max_sessions=2,
+                      generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
     study = Study(cfg, task=tiny_task, space=space, log=lambda s: None)
     study.runtime = AbortingRuntime()
     study.runtimes = {"onnxruntime": study.runtime}  # candidates name "onnxruntime": this one answers

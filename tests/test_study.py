@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from petra.config import load_config
-from petra.errors import ConfigError
+from petra.errors import ConfigError, MeasureError
 from petra.models import Task
 from petra.optimizer.records import pareto_front
-from petra.optimizer.study import Study
+from petra.optimizer.study import Study, interleaved_fastest
+from petra.profilers import Measurement, Timing
 from tests.conftest import TINY_SPACE
 
 
@@ -28,6 +29,8 @@ def test_results_json_fields(tiny_run):
         assert {"p50", "p90", "p99"} <= set(entry["latency_ms"])
         assert (out / entry["artifact"]).is_file()
     assert on_disk["trials"] == len(on_disk["all_trials"]) >= 4
+    # the final re-measurement took the configured rounds (final_sessions = final_max_sessions = 2)
+    assert on_disk["baseline"]["rounds"] == 2 and len(on_disk["baseline"]["session_p50_ms"]) == 2
     lines = (out / "trials.jsonl").read_text().splitlines()
     assert len(lines) == on_disk["trials"]  # every trial was written the moment it ended
 
@@ -68,7 +71,8 @@ def test_pareto_entries_are_mutually_non_dominated(tiny_run):
 
 
 def test_time_budget_stops_cleanly(tiny_task, tmp_path):
-    cfg = load_config(generations=50, population=4, time_budget=1, output=tmp_path, max_threads=1)
+    cfg = load_config(final_sessions=2, final_max_sessions=2,
+                      generations=50, population=4, time_budget=1, output=tmp_path, max_threads=1)
     results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).run()
     assert results["status"] == "complete" and results["generations_completed"] < 50
     assert results["best"] is not None
@@ -85,7 +89,8 @@ class Unexportable(torch.nn.Module):
 
 def test_unexportable_baseline_is_a_clear_error(tiny_task, tmp_path):
     task = Task("broken", Unexportable, tiny_task.train, tiny_task.val, tiny_task.test)
-    cfg = load_config(generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
+    cfg = load_config(final_sessions=2, final_max_sessions=2,
+                      generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
     with pytest.raises(ConfigError, match="could not be built"):
         Study(cfg, task=task, space=TINY_SPACE, log=lambda s: None).run()
 
@@ -95,7 +100,8 @@ def _four_trainable_candidates(tiny_task, tmp_path):
     with and without KD): one generation's worth for successive halving."""
     from petra.optimizer.genome import CandidateConfig, Regularizer
 
-    cfg = load_config(generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
+    cfg = load_config(final_sessions=2, final_max_sessions=2,
+                      generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
     study = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None)
     study.prepare()
     study.measure_baseline()
@@ -146,7 +152,8 @@ def test_resume_into_another_search_space_is_a_one_line_error(tiny_task, tmp_pat
     edited task may have narrowed a gene): resuming into another space says so up front."""
     from dataclasses import replace
 
-    cfg = load_config(generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
+    cfg = load_config(final_sessions=2, final_max_sessions=2,
+                      generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
     Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).store.close()
     Study(cfg, task=tiny_task, space=TINY_SPACE, resume=True, log=lambda s: None).store.close()  # same: fine
     narrowed = replace(TINY_SPACE, prune_ratio=TINY_SPACE.prune_ratio[:1])
@@ -165,3 +172,31 @@ def test_seeded_configs_skip_the_cheap_pass(tiny_task, tmp_path):
     new = {t.config.key: t for t in study.trials[before:]}
     assert len(new) == 4 and sum(t.state.value == "PRUNED" for t in new.values()) == 1  # half of 3, rounded
     assert new[seed.key].state.value != "PRUNED" and "-low" not in new[seed.key].artifact
+
+
+def _session(p50: float) -> Measurement:
+    return Measurement(Timing((p50,) * 3, 10), 8, Timing((4 * p50,) * 3, 10), 100, 0.01, {})
+
+
+def test_final_schedule_rounds_then_more_only_for_figures_not_reproduced():
+    """Figures measured in ``rounds`` interleaved rounds; one whose fastest session is not
+    reproduced within 2% gets more, up to ``max_rounds``; a failing one is reported, not fatal."""
+    order: list[str] = []
+    p50s = {"A": iter([1.0, 1.01, 9, 9, 9, 9]), "B": iter([2.0, 1.5, 1.2, 1.1, 1.0, 0.9])}
+
+    def job(name):
+        def run():
+            order.append(name)
+            if name == "C":
+                raise MeasureError("boom")
+            return _session(next(p50s[name]))
+        return run
+
+    failures = []
+    a, b, c = interleaved_fastest([job("A"), job("B"), job("C")], lambda i, e: failures.append((i, str(e))),
+                                  rounds=2, max_rounds=4)
+    assert order[:6] == ["A", "B", "C"] * 2  # interleaved: A B C A B C
+    assert order[6:] == ["B", "B"]  # A reproduced (1.01 within 2% of 1.0); C never measured
+    assert a.p50_ms == 1.0 and a.rounds == 2 and a.reproduced
+    assert b.p50_ms == 1.1 and b.rounds == 4 and b.reproduced is False and b.noisy
+    assert c is None and failures == [(2, "boom"), (2, "boom")]

@@ -11,7 +11,8 @@ mlflow = pytest.importorskip("mlflow")
 
 def test_study_logs_to_a_local_file_store(tiny_task, tmp_path):
     uri = f"file:{tmp_path / 'mlruns'}"
-    cfg = load_config(generations=1, population=2, time_budget=60, output=tmp_path / "run",
+    cfg = load_config(final_sessions=2, final_max_sessions=2,
+                      generations=1, population=2, time_budget=60, output=tmp_path / "run",
                       max_threads=1, mlflow_uri=uri)
     results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).run()
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from petra.errors import ConfigError, PetraError
-from petra.optimizer.records import Prefer
+from petra.optimizer.prefer import Prefer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Hardware-in-the-loop compression search for PyTorch models.")
@@ -114,7 +114,6 @@ def optimize(
 ) -> None:
     """Evolve compression configs; fitness is measured on the target runtime."""
     from petra.config import load_config
-    from petra.optimizer.study import run_study
 
     try:
         task_object = None
@@ -131,6 +130,8 @@ def optimize(
                           output=output, progress=progress, mlflow_uri=mlflow_uri,
                           executor=executor, workers=workers, ray_address=ray_address,
                           ray_target=ray_target, train_device=train_device)
+        from petra.optimizer.study import run_study  # after the flags are checked: ~4 s of imports
+
         results = run_study(cfg, task=task_object, progress=make_progress(cfg.progress))
     except PetraError as exc:
         fail(str(exc))

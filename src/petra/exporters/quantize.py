@@ -66,16 +66,29 @@ def weighted_nodes(model_path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type in WEIGHTED_OPS]
 
 
+def calibration_batches(n: int, batch: int) -> list[slice]:
+    """At most ``batch`` samples per batch, every batch the same size.
+
+    Why equal: ORT's histogram calibrators (entropy, percentile) stack each tensor's batches with
+    ``np.asarray``, which fails on a short last batch ("setting an array element with a
+    sequence"; 36 UCR training series in batches of 32). The fewest batches of at most ``batch``
+    are made equal by dropping fewer samples than there are batches (36 -> 2 x 18, 37 -> 2 x 18).
+    """
+    k = -(-n // batch) if n else 0
+    size = n // k if k else 0
+    return [slice(i * size, (i + 1) * size) for i in range(k)]
+
+
 def _reader(input_name: str, data: np.ndarray, batch: int):
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter(range(0, len(data), batch))
+            self._it = iter(calibration_batches(len(data), batch))
 
         def get_next(self):
-            i = next(self._it, None)
-            return None if i is None else {input_name: np.ascontiguousarray(data[i : i + batch])}
+            sl = next(self._it, None)
+            return None if sl is None else {input_name: np.ascontiguousarray(data[sl])}
 
     return Reader()
 

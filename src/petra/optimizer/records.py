@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from petra.optimizer.genome import CandidateConfig
+from petra.optimizer.prefer import Prefer
 from petra.profilers.measure import Measurement
 
 INFEASIBLE_BASE = -1e6
@@ -24,12 +25,6 @@ class TrialState(str, Enum):
     INFEASIBLE = "INFEASIBLE"
     FAIL = "FAIL"
     PRUNED = "PRUNED"  # stopped after its low-fidelity evaluation (successive halving)
-
-
-class Prefer(str, Enum):
-    LATENCY = "latency"
-    SIZE = "size"
-    THROUGHPUT = "throughput"
 
 
 @dataclass

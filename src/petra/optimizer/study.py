@@ -41,9 +41,6 @@ from petra.runtimes import InferencePrecision, OpenVinoRuntime, get_runtimes
 
 SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
 FINAL_POLICY = TimingPolicy(rel_ci=0.01, min_runs=50, max_time_s=1.0)
-#: fresh sessions per figure in the final re-measurement (see Measurement.fastest_of), and the
-#: most it takes when the fastest is not reproduced (see profilers.sessions_agree)
-FINAL_ROUNDS, FINAL_MAX_ROUNDS = 5, 10
 
 
 def seed_configs(threads: int, runtime: str = ORT) -> list[CandidateConfig]:
@@ -66,23 +63,24 @@ def seed_configs(threads: int, runtime: str = ORT) -> list[CandidateConfig]:
 
 def interleaved_fastest(
     jobs: Sequence[Callable[[], Measurement]], failed: Callable[[int, CandidateError], None],
+    rounds: int, max_rounds: int,
 ) -> list[Measurement | None]:
-    """The final re-measurement's schedule: ``FINAL_ROUNDS`` interleaved rounds (A B A B ...) so
+    """The final re-measurement's schedule: ``rounds`` interleaved rounds (A B A B ...) so
     that drift of the machine hits every figure alike, then further rounds, up to
-    ``FINAL_MAX_ROUNDS``, for the figures whose fastest session is not yet reproduced
+    ``max_rounds``, for the figures whose fastest session is not yet reproduced
     (``sessions_agree``), interleaved among themselves. Returns each job's fastest session
     (``Measurement.fastest_of``), or None where every attempt failed (``failed`` was told why)."""
-    rounds: list[list[Measurement]] = [[] for _ in jobs]
-    for r in range(FINAL_MAX_ROUNDS):
+    done: list[list[Measurement]] = [[] for _ in jobs]
+    for r in range(max(rounds, max_rounds)):
         for i, job in enumerate(jobs):
-            settled = not rounds[i] or sessions_agree([m.p50_ms for m in rounds[i]])
-            if r >= FINAL_ROUNDS and settled:  # reproduced, or never measured at all
+            settled = not done[i] or sessions_agree([m.p50_ms for m in done[i]])
+            if r >= rounds and settled:  # reproduced, or never measured at all
                 continue
             try:
-                rounds[i].append(job())
+                done[i].append(job())
             except CandidateError as exc:
                 failed(i, exc)
-    return [Measurement.fastest_of(ms) if ms else None for ms in rounds]
+    return [Measurement.fastest_of(ms) if ms else None for ms in done]
 
 
 def default_space(runtimes: tuple[str, ...], n_threads: int) -> SearchSpace:
@@ -413,7 +411,7 @@ class Study:
 
         merged = interleaved_fastest(
             [lambda t=t: self.executor.measure(t.config, arts[t.number], FINAL_POLICY) for t in trials],
-            failed)
+            failed, self.cfg.final_sessions, self.cfg.final_max_sessions)
         for t, m in zip(trials, merged):
             if m is not None:
                 t.measurement = m
