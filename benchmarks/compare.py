@@ -41,10 +41,9 @@ from petra.optimizer.records import Prefer, TrialState, pareto_front, pick_best 
 from petra.optimizer.study import (  # noqa: E402
     FINAL_POLICY,
     Study,
-    interleaved_fastest,
     seed_configs,
 )
-from petra.profilers import fingerprint  # noqa: E402
+from petra.profilers import fingerprint, interleaved_fastest  # noqa: E402
 
 RUNTIMES = (ORT, OPENVINO)
 NAMES = {"baseline": "FP32 baseline", "ort_ptq": "ORT INT8 QDQ PTQ", "nncf_ptq": "NNCF INT8 PTQ",

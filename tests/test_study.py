@@ -1,6 +1,7 @@
 """A whole tiny search, end to end, on real data and a real runtime."""
 
 import json
+import time
 
 import onnxruntime as ort
 import pytest
@@ -10,8 +11,8 @@ from petra.config import load_config
 from petra.errors import ConfigError, MeasureError
 from petra.models import Task
 from petra.optimizer.records import pareto_front
-from petra.optimizer.study import Study, interleaved_fastest
-from petra.profilers import Measurement, Timing
+from petra.optimizer.study import Study
+from petra.profilers import Measurement, Timing, interleaved_fastest
 from tests.conftest import TINY_SPACE
 
 
@@ -200,3 +201,27 @@ def test_final_schedule_rounds_then_more_only_for_figures_not_reproduced():
     assert a.p50_ms == 1.0 and a.rounds == 2 and a.reproduced
     assert b.p50_ms == 1.1 and b.rounds == 4 and b.reproduced is False and b.noisy
     assert c is None and failures == [(2, "boom"), (2, "boom")]
+
+
+def _measured(n: int, p50: float, size: int, val: float, measure_s: float):
+    from petra.optimizer.genome import CandidateConfig
+    from petra.optimizer.records import Trial, TrialState
+
+    m = Measurement(Timing((p50,) * 3, 10), 8, Timing((4 * p50,) * 3, 10), size, 0.01, {})
+    return Trial(n, 0, CandidateConfig(prune_ratio=n / 10), TrialState.COMPLETE, val=val, drop=99.0 - val,
+                 measurement=m, stage_s={"measure_s": measure_s})
+
+
+def test_final_reserve_is_what_re_measuring_the_front_and_baselines_will_take():
+    """time_budget is the whole run's: the search stops while the final rounds still fit."""
+    study = Study.__new__(Study)  # the budget rule alone, on real trials; no search is run
+    study.cfg = load_config(final_sessions=3, time_budget=10)
+    base = _measured(0, p50=1.0, size=100, val=99.0, measure_s=0.5)
+    fast = _measured(1, p50=0.5, size=50, val=98.8, measure_s=0.2)  # on the front
+    slow = _measured(2, p50=2.0, size=200, val=98.0, measure_s=9.0)  # dominated: not re-measured
+    study.baselines, study.trials = {"onnxruntime": base}, [base, fast, slow]
+    assert study.final_reserve() == pytest.approx(3 * (0.5 + 0.2))
+    study.start = time.monotonic() - 7.5  # 7.5 s spent + 2.1 s reserved < 10 s
+    assert not study.out_of_time()
+    study.start = time.monotonic() - 8.0  # 8 + 2.1 >= 10: stop searching now
+    assert study.out_of_time()

@@ -26,7 +26,8 @@ class RunConfig(BaseModel):
     device: str = "cpu"
     generations: int = Field(8, gt=0)
     population: int = Field(8, ge=2)
-    time_budget: float = Field(180.0, gt=0, description="seconds for the search loop")
+    time_budget: float = Field(180.0, gt=0, description="wall seconds of the run: baseline, search "
+                               "and the final re-measurement (its time is kept from the search)")
     max_drop: float = Field(1.0, ge=0, le=100)
     prefer: Prefer = Prefer.LATENCY
     batch: int = Field(32, gt=0, description="batch size for the throughput figure")
@@ -156,7 +157,8 @@ runtime: onnxruntime
 device: cpu
 
 # Search budget: NSGA-II generations x population, stopped cleanly when time_budget (wall
-# seconds, baseline training included) is spent.
+# seconds of the whole run: baseline training, search, and the final re-measurement, whose
+# expected time is kept from the search) is spent.
 generations: 8
 population: 8
 time_budget: 180

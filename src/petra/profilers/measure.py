@@ -9,11 +9,12 @@ taken under and the machine it came from.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from petra.errors import CandidateError
 from petra.profilers.resources import CpuWatch, load_average
 from petra.profilers.timing import Timing, TimingPolicy, time_calls
 from petra.runtimes.base import Session
@@ -197,3 +198,25 @@ def measure(
         batch_timings={b: t for b, t in timed.items() if b not in (first, last)},
         threads={"intra_op": session.settings.get("threads")}, other_load_cores=other,
     )
+
+
+def interleaved_fastest(
+    jobs: Sequence[Callable[[], Measurement]], failed: Callable[[int, CandidateError], None],
+    rounds: int, max_rounds: int,
+) -> list[Measurement | None]:
+    """The final re-measurement's schedule: ``rounds`` interleaved rounds (A B A B ...) so
+    that drift of the machine hits every figure alike, then further rounds, up to
+    ``max_rounds``, for the figures whose fastest session is not yet reproduced
+    (``sessions_agree``), interleaved among themselves. Returns each job's fastest session
+    (``Measurement.fastest_of``), or None where every attempt failed (``failed`` was told why)."""
+    done: list[list[Measurement]] = [[] for _ in jobs]
+    for r in range(max(rounds, max_rounds)):
+        for i, job in enumerate(jobs):
+            settled = not done[i] or sessions_agree([m.p50_ms for m in done[i]])
+            if r >= rounds and settled:  # reproduced, or never measured at all
+                continue
+            try:
+                done[i].append(job())
+            except CandidateError as exc:
+                failed(i, exc)
+    return [Measurement.fastest_of(ms) if ms else None for ms in done]
