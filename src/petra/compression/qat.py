@@ -3,7 +3,7 @@
 Hand-written rather than torch.ao's QAT (deprecated in favour of torchao, not installed here):
 the model is traced with torch.fx, BatchNorms are folded into the preceding convolutions (a
 fake-quantized weight is no longer an initializer, so the exporter could not fold them later),
-every Conv2d/Linear fake-quantizes its weight per output channel (symmetric int8, scale =
+every Conv1d/Conv2d/Linear fake-quantizes its weight per output channel (symmetric int8, scale =
 max|w| / 127) and a ``FakeQuant`` (per-tensor uint8, EMA min/max observer) is placed where
 ORT's static quantizer puts its Q/DQ pairs: on the model input and on the output of every
 compute op, after a following ReLU rather than before it; the exported ReLU -> Q(zero point 0)
@@ -73,7 +73,7 @@ class FakeQuant(nn.Module):
 
 
 class _WeightFakeQuant(nn.Module):
-    """Mixin body for Conv2d / Linear: per-output-channel symmetric int8 weight fake-quant."""
+    """Mixin body for Conv1d / Conv2d / Linear: per-output-channel symmetric int8 weight fake-quant."""
 
     def _init_wq(self) -> None:
         self.register_buffer("w_scale", torch.ones(self.weight.shape[0]))
@@ -91,6 +91,11 @@ class _WeightFakeQuant(nn.Module):
         return torch.fake_quantize_per_channel_affine(self.weight, self.w_scale, self.w_zero, 0, -128, 127)
 
 
+class QConv1d(nn.Conv1d, _WeightFakeQuant):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
 class QConv2d(nn.Conv2d, _WeightFakeQuant):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.quantized_weight(), self.bias)
@@ -102,7 +107,7 @@ class QLinear(nn.Linear, _WeightFakeQuant):
 
 
 def _as_quantized(m: nn.Module) -> nn.Module:
-    cls = QConv2d if isinstance(m, nn.Conv2d) else QLinear
+    cls = {nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.Linear: QLinear}[type(m)]
     q = cls.__new__(cls)
     # same parameters and settings, new forward (registries copied, not shared with ``m``)
     q.__dict__ = {k: (v.copy() if isinstance(v, dict) else v) for k, v in m.__dict__.items()}
@@ -122,7 +127,7 @@ def _is(gm: fx.GraphModule, node: fx.Node, kinds: tuple) -> bool:
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> int:
-    """Fold each BatchNorm that directly follows a Conv2d/Linear (its only user) into it."""
+    """Fold each BatchNorm that directly follows a Conv1d/Conv2d/Linear (its only user) into it."""
     folded = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target),
@@ -132,7 +137,8 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
         if not (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1):
             continue
         layer, bn = gm.get_submodule(prev.target), gm.get_submodule(node.target)
-        if isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+        if (isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)) or (
+                isinstance(layer, nn.Conv1d) and isinstance(bn, nn.BatchNorm1d)):
             fused = fuse_conv_bn_eval(layer.eval(), bn.eval())
         elif isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d):
             fused = fuse_linear_bn_eval(layer.eval(), bn.eval())
@@ -152,8 +158,8 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
 def prepare_qat(model: nn.Module) -> fx.GraphModule:
     """A fake-quantized copy of ``model`` (BN folded, observers uninitialized) to fine-tune."""
     recurrent = [type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)]
-    if recurrent:  # its op returns (output, state) and its weights are no Conv2d/Linear
-        raise TrainError(f"QAT fake-quantizes Conv2d/Linear graphs, not {recurrent[0]} layers; "
+    if recurrent:  # its op returns (output, state) and its weights are no Conv/Linear
+        raise TrainError(f"QAT fake-quantizes Conv1d/Conv2d/Linear graphs, not {recurrent[0]} layers; "
                          "remove qat from this task's search space (Task.gene_choices)")
     try:
         gm = fx.symbolic_trace(model.eval())
@@ -161,7 +167,7 @@ def prepare_qat(model: nn.Module) -> fx.GraphModule:
         raise TrainError(f"QAT needs a torch.fx-traceable model: {type(exc).__name__}: {exc}") from exc
     fold_batchnorm(gm)
     for name, m in list(gm.named_modules()):
-        if type(m) in (nn.Conv2d, nn.Linear):
+        if type(m) in (nn.Conv1d, nn.Conv2d, nn.Linear):
             parent, _, child = name.rpartition(".")
             setattr(gm.get_submodule(parent) if parent else gm, child, _as_quantized(m))
     graph = gm.graph
