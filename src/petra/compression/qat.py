@@ -106,8 +106,12 @@ class QLinear(nn.Linear, _WeightFakeQuant):
         return F.linear(x, self.quantized_weight(), self.bias)
 
 
+#: the layers whose weights are fake-quantized, and their quantized twins
+_QUANTIZED: dict[type, type] = {nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.Linear: QLinear}
+
+
 def _as_quantized(m: nn.Module) -> nn.Module:
-    cls = {nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.Linear: QLinear}[type(m)]
+    cls = _QUANTIZED[type(m)]
     q = cls.__new__(cls)
     # same parameters and settings, new forward (registries copied, not shared with ``m``)
     q.__dict__ = {k: (v.copy() if isinstance(v, dict) else v) for k, v in m.__dict__.items()}
@@ -167,7 +171,7 @@ def prepare_qat(model: nn.Module) -> fx.GraphModule:
         raise TrainError(f"QAT needs a torch.fx-traceable model: {type(exc).__name__}: {exc}") from exc
     fold_batchnorm(gm)
     for name, m in list(gm.named_modules()):
-        if type(m) in (nn.Conv1d, nn.Conv2d, nn.Linear):
+        if type(m) in _QUANTIZED:
             parent, _, child = name.rpartition(".")
             setattr(gm.get_submodule(parent) if parent else gm, child, _as_quantized(m))
     graph = gm.graph
