@@ -38,7 +38,8 @@ from petra.exporters import Artifact, Calibration, Precision  # noqa: E402
 from petra.models.base import default_cache_dir, get_task  # noqa: E402
 from petra.optimizer.genome import OPENVINO, ORT, CandidateConfig  # noqa: E402
 from petra.optimizer.records import Prefer, TrialState, pareto_front, pick_best  # noqa: E402
-from petra.optimizer.study import FINAL_POLICY, Study, seed_configs  # noqa: E402
+from petra.optimizer.space import seed_configs  # noqa: E402
+from petra.optimizer.study import FINAL_POLICY, Study  # noqa: E402
 from petra.profilers import fingerprint, interleaved_fastest  # noqa: E402
 
 RUNTIMES = (ORT, OPENVINO)

@@ -16,14 +16,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from petra import __version__
-from petra.compression.pruning import Importance
 from petra.config import RunConfig, ensure_writable
 from petra.errors import CandidateError, ConfigError, stop_requested
 from petra.executors import Executor, Job, Outcome, make_executor
-from petra.exporters import Artifact, Calibration, Precision
+from petra.exporters import Artifact
 from petra.handoff import write_handoff
 from petra.models.base import Task, get_task
-from petra.optimizer.genome import OPENVINO, ORT, CandidateConfig, Regularizer, SearchSpace
+from petra.optimizer.genome import OPENVINO, CandidateConfig, SearchSpace
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import (
     FAILED,
@@ -33,42 +32,15 @@ from petra.optimizer.records import (
     pareto_front,
     pick_best,
 )
+from petra.optimizer.space import default_space, seed_configs
 from petra.optimizer.store import StudyStore
 from petra.pipeline import LOW_FIDELITY, CandidateBuilder, Fidelity
 from petra.profilers import TimingPolicy, interleaved_fastest, machine, versions
 from petra.progress import Fanout, PlainProgress, Progress
-from petra.runtimes import InferencePrecision, OpenVinoRuntime, get_runtimes
+from petra.runtimes import get_runtimes
 
 SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
 FINAL_POLICY = TimingPolicy(rel_ci=0.01, min_runs=50, max_time_s=1.0)
-
-
-def seed_configs(threads: int, runtime: str = ORT) -> list[CandidateConfig]:
-    """The FP32 baseline, INT8 post-training quantization alone, and prune-50% + KD + INT8, the
-    last also on one thread when the baseline took more: a compressed model does a fraction of
-    the baseline's work, and the thread count that suited the baseline is then often too many
-    (OpenVINO, digits, Xeon with AMX: 0.070 ms on 1 thread against 0.116 ms on 2). It costs one
-    measurement: the torch stage is shared."""
-    handmade = CandidateConfig(prune_ratio=0.5, importance=Importance.L2, round_to=8, epochs=4, lr=1e-3,
-                               regularizer=Regularizer.KD, reg_weight=0.75,
-                               precision=Precision.INT8_STATIC, threads=threads, runtime=runtime)
-    return [
-        CandidateConfig(threads=threads, runtime=runtime),
-        CandidateConfig(precision=Precision.INT8_STATIC, calibration=Calibration.MINMAX, threads=threads,
-                        runtime=runtime),
-        handmade,
-        *([replace(handmade, threads=1)] if threads > 1 else []),
-    ]
-
-
-def default_space(runtimes: tuple[str, ...], n_threads: int) -> SearchSpace:
-    """Threads up to the cores; runtime a gene of its own; only precisions this CPU runs natively."""
-    kwargs: dict = {"threads": tuple(range(1, n_threads + 1)), "runtime": runtimes}
-    if OPENVINO in runtimes:
-        native = OpenVinoRuntime.supported_precisions()
-        kwargs["ov_precision"] = tuple(p for p in SearchSpace().ov_precision if p in native) or (
-            InferencePrecision.F32,)
-    return SearchSpace(**kwargs)
 
 
 class Study:
