@@ -96,10 +96,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="petra-ovb-") as tmp:
         if args.model:
-            from petra.runtimes.openvino import input_shape
+            from petra.runtimes.inputs import model_input
 
             irs = {args.model.stem: args.model}
-            shape = [d or 1 for d in input_shape(args.model)]
+            shape = [d or 1 for d in model_input(args.model).shape]
             sample = np.random.default_rng(0).random(shape, dtype=np.float32)
         else:
             irs, sample = default_irs(Path(tmp))

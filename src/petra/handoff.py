@@ -11,61 +11,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from petra.errors import ConfigError
 from petra.exporters.artifact import Artifact
-
-
-def _input_shape(model_path: Path) -> tuple[str, list[int]]:
-    if model_path.suffix == ".xml":
-        from petra.runtimes.openvino import core
-
-        inp = core().read_model(str(model_path)).input(0)
-        return inp.get_any_name(), [d.get_length() if d.is_static else 1 for d in inp.get_partial_shape()]
-    inp = onnx.load(str(model_path), load_external_data=False).graph.input[0]
-    dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
-    return inp.name, dims
-
-
-def openvino_usage(model_file: str, settings: dict[str, Any], input_name: str, shape: list[int]) -> str:
-    config = {"PERFORMANCE_HINT": str(settings.get("hint", "latency")).upper(),
-              "INFERENCE_NUM_THREADS": str(settings.get("threads", 1)),
-              "INFERENCE_PRECISION_HINT": str(settings.get("precision", "f32"))}
-    if settings.get("streams"):
-        config["NUM_STREAMS"] = str(settings["streams"])
-    return f"""```python
-import numpy as np
-import openvino as ov
-
-compiled = ov.Core().compile_model("{model_file}", "CPU", {config!r})
-request = compiled.create_infer_request()
-
-x = np.zeros({tuple(shape)}, dtype=np.float32)  # input "{input_name}"; the batch dimension is dynamic
-outputs = request.infer([x])[compiled.output(0)]
-print(outputs.shape)
-```"""
-
-
-def ort_usage(model_file: str, settings: dict[str, Any], input_name: str, shape: list[int]) -> str:
-    level = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-             "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}[settings.get("graph_opt", "all")]
-    spin = "1" if settings.get("spinning") else "0"
-    return f"""```python
-import numpy as np
-import onnxruntime as ort
-
-so = ort.SessionOptions()
-so.graph_optimization_level = ort.GraphOptimizationLevel.{level}
-so.intra_op_num_threads = {settings.get("threads", 1)}
-so.inter_op_num_threads = 1
-so.add_session_config_entry("session.intra_op.allow_spinning", "{spin}")
-session = ort.InferenceSession("{model_file}", so, providers=["CPUExecutionProvider"])
-
-x = np.zeros({tuple(shape)}, dtype=np.float32)  # the batch dimension is dynamic
-outputs = session.run(None, {{"{input_name}": x}})[0]
-print(outputs.shape)
-```"""
+from petra.runtimes import backend, model_input
 
 
 def write_handoff(dst: Path, run_dir: Path, entry: dict[str, Any], results: dict[str, Any]) -> Path:
@@ -99,7 +47,8 @@ def write_handoff(dst: Path, run_dir: Path, entry: dict[str, Any], results: dict
         "versions": results.get("versions"),
     }
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    input_name, shape = _input_shape(dst / model_file)
+    spec = model_input(dst / model_file)
+    runtime = backend((entry.get("config") or {}).get("runtime") or results.get("runtime"))
     settings = entry.get("runtime_settings") or {}
     lat = entry.get("latency_ms") or {}
     metric = entry.get("metric") or {}
@@ -119,7 +68,7 @@ test {metric.get('test', float('nan')):.2f}.
 
 Load and run it exactly as it was measured:
 
-{(openvino_usage if src.suffix == ".xml" else ort_usage)(model_file, settings, input_name, shape)}
+{runtime.usage(model_file, settings, spec)}
 
 `manifest.json` holds the full config, the figures with their confidence intervals, the
 library versions and the hardware fingerprint.

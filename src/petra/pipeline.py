@@ -23,25 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from petra.candidate import QUANTIZERS, CandidateConfig
 from petra.compression.lowrank import LowRankRegularizer, factorize, truncate
-from petra.compression.pruning import Importance, prune, recalibrate_bn
+from petra.compression.pruning import StructuredPruning, recalibrate_bn
 from petra.compression.qat import calibrate, export_qat, prepare_qat
-from petra.compression.recurrent import has_recurrent, prune_gru_units, unroll_gru
-from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation
+from petra.compression.recurrent import unroll_gru
+from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation, Regularizer
 from petra.compression.training import fit
-from petra.errors import CandidateError, CompileError, ExportError, TrainError
-from petra.exporters import (
-    AccuracyControl,
-    Artifact,
-    Precision,
-    QuantExclude,
-    export_onnx,
-    quantize,
-    quantize_nncf,
-    to_ir,
-)
+from petra.errors import CandidateError, CompileError, TrainError
+from petra.exporters import Artifact, export_onnx
+from petra.exporters.quantize import QuantData
 from petra.models.base import Split, Task, default_cache_dir
-from petra.optimizer.genome import OPENVINO, CandidateConfig, Regularizer
 from petra.profilers import (
     IsolatedMeasurer,
     Measurement,
@@ -157,6 +149,7 @@ class CandidateBuilder:
         rng = np.random.default_rng(seed)
         idx = rng.permutation(len(task.train))[: min(calibration_size, len(task.train))]
         self.calibration = np.ascontiguousarray(task.train.x[idx])
+        self.quant_data = QuantData(self.calibration, task.val.x, task.val.y, task.metric, max_drop)
         # shared across runs when on; a run-private folder that is never read back when off
         self.stage_cache = stage_cache
         self.stage_dir = default_cache_dir() / "stages" if stage_cache else self.workdir / "stages"
@@ -199,100 +192,95 @@ class CandidateBuilder:
             payload["device"] = self.train_device
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
+    @contextlib.contextmanager
+    def _step(self, name: str, timings: dict[str, float]):
+        """The one stopwatch of the build: tells the progress sink, records ``<name>_s``."""
+        self.on_stage(name)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            timings[f"{name}_s"] = timings.get(f"{name}_s", 0.0) + time.perf_counter() - t0
+
+    def _fit(self, model: nn.Module, train: Split, what: str, **kwargs) -> None:
+        """The one training-error wrapper: a diverging fine-tune is this candidate's failure."""
+        try:
+            fit(model, train, seed=self.seed, device=self.train_device, **kwargs)
+        except (FloatingPointError, RuntimeError) as exc:
+            raise TrainError(f"{what} failed: {exc}") from exc
+        model.cpu()  # pruning traces and export run on the CPU
+
     def torch_stage(self, cfg: CandidateConfig, timings: dict[str, float],
                     fidelity: Fidelity | None = None) -> Artifact:
+        """sparsity -> prune -> (low rank) -> (QAT) fine-tune -> (unroll) -> export, cached."""
         onnx_model = getattr(self.task, "onnx_model", None)
-        if onnx_model is not None:  # ONNX-only task: every torch gene is pinned off
+        if onnx_model is not None:  # ONNX-only task: every torch gene left the search
             return Artifact.of(onnx_model)
         key = self.stage_key(cfg, fidelity)
         path = self.stage_dir / "torch" / key / "model.onnx"
         if path.is_file() and (self.stage_cache or key in self._built_here):
             timings["torch_cached"] = 1.0
             return Artifact.of(path)
-        t0 = time.perf_counter()
         model = copy.deepcopy(self.teacher)
-        example = self.task.example_input
         train = fidelity.split(self.task.train, self.seed) if fidelity else self.task.train
         epochs = min(cfg.epochs, fidelity.max_epochs) if fidelity else cfg.epochs
-        post_epochs = epochs
-        try:
-            if cfg.regularizer is Regularizer.L1 and epochs > 0:
-                self.on_stage("sparsity")
-                sparse_epochs = max(1, epochs // 2)
-                post_epochs = epochs - sparse_epochs
-                fit(model, train, epochs=sparse_epochs, lr=cfg.lr,
-                    loss=BNSparsity(cfg.reg_weight * L1_SCALE), seed=self.seed,
-                    device=self.train_device)
-                model.cpu()  # pruning traces the graph on the CPU
-        except (FloatingPointError, RuntimeError) as exc:
-            raise TrainError(f"sparse training failed: {exc}") from exc
-        timings["sparsity_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        self.on_stage("prune")
-        n = min(128, len(self.task.train))
-        calib = (torch.from_numpy(self.task.train.x[:n]), torch.from_numpy(self.task.train.y[:n]))
-        if has_recurrent(model):  # torch-pruning leaves nn.GRU untouched: prune hidden units
-            prune_gru_units(model, ratio=cfg.prune_ratio, round_to=cfg.round_to,
-                            p=1 if cfg.importance is Importance.L1 else 2)
-        else:
-            prune(model, example, ratio=cfg.prune_ratio, importance=cfg.importance,
-                  round_to=cfg.round_to, calibration=calib)
-        if cfg.prune_ratio > 0:  # the BatchNorms' statistics are the unpruned model's
-            recalibrate_bn(model, self.task.train.x)
-        timings["prune_s"] = time.perf_counter() - t0
-        teacher = self.teacher if self.train_device == "cpu" else copy.deepcopy(self.teacher).to(
-            self.train_device)
-        loss = (Distillation(teacher, cfg.reg_weight) if cfg.regularizer is Regularizer.KD
-                else CrossEntropy())
+        if cfg.regularizer is Regularizer.L1 and epochs > 0:
+            with self._step("sparsity", timings):
+                sparse = max(1, epochs // 2)
+                epochs -= sparse
+                self._fit(model, train, "sparse training", epochs=sparse, lr=cfg.lr,
+                          loss=BNSparsity(cfg.reg_weight * L1_SCALE))
+        with self._step("prune", timings):
+            self._prune(model, cfg)
+        loss = self._loss(cfg)
         if cfg.lowrank_ratio > 0:
-            t0 = time.perf_counter()
-            post_epochs = self._low_rank(model, cfg, loss, post_epochs, train)
-            timings["lowrank_s"] = time.perf_counter() - t0
+            with self._step("lowrank", timings):
+                epochs = self._low_rank(model, cfg, loss, epochs, train)
         if cfg.qat:  # the fine-tune is the QAT run: fake-quant from its first step
             model = prepare_qat(model)
             calibrate(model, self.calibration)
-            post_epochs = max(1, post_epochs)
-        t0 = time.perf_counter()
-        if post_epochs > 0:
-            self.on_stage("finetune")
-            lr = cfg.lr * (QAT_LR_SCALE if cfg.qat else 1.0)
-            try:
-                fit(model, train, epochs=post_epochs, lr=lr, loss=loss, seed=self.seed,
-                    device=self.train_device)
-            except (FloatingPointError, RuntimeError) as exc:
-                raise TrainError(f"fine-tuning failed: {exc}") from exc
-            model.cpu()
-            if fidelity is not None and not cfg.qat:
-                # a cheap fine-tune takes a handful of steps (digits: 4), too few for the
-                # BatchNorms' running averages to forget the statistics from before it: 70%
-                # pruning scored 72.14 cheap, 73.82 recalibrated; 50% 87.47 and 98.05
-                recalibrate_bn(model, self.task.train.x)
-        timings["finetune_s"] = time.perf_counter() - t0
+            epochs = max(1, epochs)
+        with self._step("finetune", timings):
+            if epochs > 0:
+                self._fit(model, train, "fine-tuning", epochs=epochs, loss=loss,
+                          lr=cfg.lr * (QAT_LR_SCALE if cfg.qat else 1.0))
+                if fidelity is not None and not cfg.qat:
+                    # a cheap fine-tune takes a handful of steps (digits: 4), too few for the
+                    # BatchNorms' running averages to forget the statistics from before it: 70%
+                    # pruning scored 72.14 cheap, 73.82 recalibrated; 50% 87.47 and 98.05
+                    recalibrate_bn(model, self.task.train.x)
         if cfg.unroll_recurrent:
-            if not has_recurrent(model):
-                raise ExportError("unroll_recurrent is set but the model has no nn.GRU")
             unroll_gru(model)
-        t0 = time.perf_counter()
-        self.on_stage("export")
-        # written atomically: a crash leaves no half entry
-        art = export_qat(model, example, path) if cfg.qat else export_onnx(model, example, path)
-        timings["export_s"] = time.perf_counter() - t0
+        with self._step("export", timings):  # written atomically: a crash leaves no half entry
+            art = export_qat(model, self.task.example_input, path) if cfg.qat else export_onnx(
+                model, self.task.example_input, path)
         self._built_here.add(key)
         return art
+
+    def _prune(self, model: nn.Module, cfg: CandidateConfig) -> None:
+        if cfg.prune_ratio == 0:
+            return
+        n = min(128, len(self.task.train))
+        calib = (torch.from_numpy(self.task.train.x[:n]), torch.from_numpy(self.task.train.y[:n]))
+        StructuredPruning.prune(model, self.task.example_input, ratio=cfg.prune_ratio,
+                                importance=cfg.importance, round_to=cfg.round_to, calibration=calib)
+        recalibrate_bn(model, self.task.train.x)  # the BatchNorms' statistics are the unpruned model's
+
+    def _loss(self, cfg: CandidateConfig):
+        if cfg.regularizer is not Regularizer.KD:
+            return CrossEntropy()
+        teacher = self.teacher if self.train_device == "cpu" else copy.deepcopy(self.teacher).to(
+            self.train_device)
+        return Distillation(teacher, cfg.reg_weight)
 
     def _low_rank(self, model: nn.Module, cfg: CandidateConfig, loss, epochs: int, train: Split) -> int:
         """SVD-factorize, train half the epochs with the low-rank penalties, cut to rank;
         returns the epochs left for the plain fine-tune that recovers from the cut."""
-        self.on_stage("lowrank")
         factorize(model, cfg.lowrank_ratio)
         svd_epochs = max(1, epochs // 2) if epochs > 0 else 0
         if svd_epochs:
-            try:
-                fit(model, train, epochs=svd_epochs, lr=cfg.lr, loss=LowRankRegularizer(loss),
-                    seed=self.seed, device=self.train_device)
-            except (FloatingPointError, RuntimeError) as exc:
-                raise TrainError(f"low-rank training failed: {exc}") from exc
-        model.cpu()
+            self._fit(model, train, "low-rank training", epochs=svd_epochs, lr=cfg.lr,
+                      loss=LowRankRegularizer(loss))
         truncate(model, cfg.lowrank_ratio)
         return epochs - svd_epochs
 
@@ -302,39 +290,12 @@ class CandidateBuilder:
 
     def build(self, cfg: CandidateConfig, timings: dict[str, float] | None = None,
               fidelity: Fidelity | None = None) -> Artifact:
+        """The torch stage, then the backend's quantizer pass (ORT QDQ, NNCF IR, ...)."""
         timings = {} if timings is None else timings
         fp32 = self.torch_stage(cfg, timings, fidelity)
-        t0 = time.perf_counter()
-        self.on_stage("quantize")
-        folder = self.trial_dir(cfg, fidelity)
-        if cfg.runtime == OPENVINO:
-            art = self._build_openvino(cfg, fp32, folder / "model.xml")
-            timings["quantize_s"] = time.perf_counter() - t0
-            return art
-        art = quantize(
-            fp32, folder / "model.onnx",
-            precision=Precision.FP32 if cfg.qat else cfg.precision,  # QAT's artifact is QDQ already
-            calibration=cfg.calibration, per_channel=cfg.per_channel,
-            # static INT8 calibrates on it; sensitivity-based exclusion ranks layers on it (also
-            # for dynamic INT8, which otherwise needs no data)
-            calibration_data=self.calibration if (cfg.precision is Precision.INT8_STATIC
-                                                  or cfg.quant_exclude is QuantExclude.SENSITIVE) else None,
-            exclude=cfg.quant_exclude,
-        )
-        timings["quantize_s"] = time.perf_counter() - t0
-        return art
-
-    def _build_openvino(self, cfg: CandidateConfig, fp32: Artifact, dst: Path) -> Artifact:
-        """FP32 IR, or NNCF INT8 IR calibrated on the same samples as ORT's quantizer."""
-        if cfg.precision is not Precision.INT8_STATIC:
-            return to_ir(fp32, dst)
-        control = None
-        if cfg.nncf_accuracy_control:
-            val = self.task.val
-            control = AccuracyControl(val.x, val.y, self.task.metric, self.max_drop)
-        return quantize_nncf(fp32, dst, calibration_data=self.calibration, preset=cfg.nncf_preset,
-                             subset_size=cfg.nncf_subset, fast_bias_correction=cfg.nncf_fast_bias,
-                             accuracy_control=control)
+        with self._step("quantize", timings):
+            quantizer = QUANTIZERS[self.runtime_for(cfg).quantizer]
+            return quantizer.build(fp32, self.trial_dir(cfg, fidelity), cfg, self.quant_data)
 
     def runtime_for(self, cfg: CandidateConfig) -> Runtime:
         rt = self.runtimes.get(cfg.runtime)

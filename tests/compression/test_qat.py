@@ -86,12 +86,16 @@ def test_untraceable_model_is_a_train_error():
         prepare_qat(Branchy())
 
 
-def test_recurrent_model_is_a_train_error_naming_the_fix():
-    """A GRU's op returns (output, state): QAT says so instead of failing inside an observer."""
+def test_recurrent_model_is_a_train_error_and_the_pass_does_not_apply():
+    """A GRU's op returns (output, state): QAT says so instead of failing inside an observer,
+    and its probe removes the qat gene from such a model's search space with that reason."""
+    from petra.compression.qat import QuantAwareTraining
     from petra.models.cdnow import GRUEncoder
 
-    with pytest.raises(TrainError, match="not GRU layers.*gene_choices"):
+    with pytest.raises(TrainError, match="not GRU layers"):
         prepare_qat(GRUEncoder(3, 8, 1, 2))
+    reason = QuantAwareTraining().applies(GRUEncoder(3, 8, 1, 2), torch.zeros(1, 5, 3), None)
+    assert reason is not None and "GRU" in reason
 
 
 def test_qat_of_a_1d_cnn_stores_int8_conv1d_weights(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from petra.errors import ConfigError
 from petra.profilers import Measurement, Timing, fingerprint, sessions_agree
 from petra.profilers.fingerprint import fingerprint_id
-from petra.profilers.inputs import InputSpec, model_input
+from petra.runtimes.inputs import InputSpec, model_input
 from petra.profilers.measure import LOADED_CORES
 from petra.profilers.resources import current_rss, peak_rss, reset_peak_rss
 

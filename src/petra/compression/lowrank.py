@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from petra.compression.probe import try_on_copy
 from petra.compression.regularizers import Loss
+from petra.genes import Gene, Pass, Stage
 
 #: factorize only where the two thin layers cost at most this fraction of the original
 MAX_COST_RATIO = 0.8
@@ -160,3 +162,20 @@ class LowRankRegularizer:
     def __call__(self, model, x, y, logits):
         h, o = self.penalties(model)
         return self.base(model, x, y, logits) + self.hoyer * h + self.ortho * o
+
+
+class LowRank(Pass):
+    """SVD factorization of Linear/Conv2d layers, trained with the low-rank penalties."""
+
+    name = "low_rank"
+    genes = (
+        Gene("lowrank_ratio", (0.0, 0.25, 0.5), 0.0, Stage.TORCH, keyed_at_default=False,
+             valid=lambda r: 0.0 <= r < 1.0, rule="must be in [0, 1) (0 = off)",
+             help="SVD rank kept per factorized layer (0 = off)"),
+    )
+
+    def applies(self, model, example, backend) -> str | None:
+        if not any(_eligible(m) and rank_for(tuple(m.weight.shape), 0.5) is not None
+                   for m in model.modules()):
+            return "no Linear/Conv2d layer where a rank-50% factorization saves parameters"
+        return try_on_copy(model, example, lambda m: low_rank(m, 0.5), what="low-rank factorization")

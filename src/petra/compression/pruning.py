@@ -14,7 +14,12 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from petra.compression.probe import count_params, try_on_copy
+from petra.compression.recurrent import has_recurrent, prune_gru_units
 from petra.errors import PruneError
+from petra.genes import Gene, Pass, Stage
+
+__all__ = ["Importance", "StructuredPruning", "count_params", "prune", "recalibrate_bn"]
 
 
 class Importance(str, Enum):
@@ -38,10 +43,6 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     """Layers whose outputs are the model's outputs: their widths are fixed by the task."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)]
     return linears[-1:]
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def prune(
@@ -118,3 +119,50 @@ def recalibrate_bn(model: nn.Module, x: np.ndarray, *, samples: int = 512, batch
             bn.momentum = momentum
         model.eval()
     return model
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _pruned(ratio) -> bool:
+    return ratio > 0
+
+
+class StructuredPruning(Pass):
+    """Channels (and recurrent hidden units) removed for real, with consistent dependents."""
+
+    name = "structured_pruning"
+    genes = (
+        Gene("prune_ratio", (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), 0.0, Stage.TORCH,
+             valid=lambda r: 0.0 <= r <= 0.8, rule="must be in [0, 0.8]",
+             help="share of prunable channels / hidden units removed"),
+        Gene("importance", tuple(Importance), Importance.L2, Stage.TORCH,
+             when=lambda c: _pruned(c.prune_ratio), help="how channels are ranked"),
+        Gene("round_to", (1, 4, 8, 16), 8, Stage.TORCH, when=lambda c: _pruned(c.prune_ratio),
+             help="kept widths are multiples of this (SIMD-friendly)"),
+    )
+
+    def applies(self, model, example, backend) -> str | None:
+        return try_on_copy(model, example, lambda m: self.prune(m, example, ratio=0.5, round_to=1),
+                           what="pruning 50% of the channels", must_shrink=True)
+
+    def narrow(self, model) -> dict[str, tuple[tuple, str]]:
+        if has_recurrent(model):
+            return {"importance": ((Importance.L1, Importance.L2),
+                                   "hidden-unit pruning of recurrent layers ranks units by L1/L2 magnitude")}
+        if not _has_batchnorm(model):
+            return {"importance": (tuple(i for i in Importance if i is not Importance.BN_SCALE),
+                                   "bn_scale importance needs BatchNorm layers; the model has none")}
+        return {}
+
+    @staticmethod
+    def prune(model: nn.Module, example: torch.Tensor, *, ratio: float,
+              importance: Importance = Importance.L2, round_to: int = 8,
+              calibration: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
+        """torch-pruning leaves nn.GRU untouched: recurrent models get hidden-unit pruning."""
+        if has_recurrent(model):
+            return prune_gru_units(model, ratio=ratio, round_to=round_to,
+                                   p=1 if importance is Importance.L1 else 2)
+        return prune(model, example, ratio=ratio, importance=importance, round_to=round_to,
+                     calibration=calibration)

@@ -27,9 +27,12 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from petra.compression.probe import try_on_copy
 from petra.errors import ExportError, TrainError
 from petra.exporters.artifact import Artifact
 from petra.exporters.onnx_export import export_onnx
+from petra.exporters.quantize import OrtQuantization, Precision
+from petra.genes import Gene, Pass, Stage
 
 _RELUS = (nn.ReLU, F.relu, torch.relu)
 #: ops that return their input or no tensor at all (ORT's QDQ fusions need a Q/DQ pair right
@@ -163,8 +166,7 @@ def prepare_qat(model: nn.Module) -> fx.GraphModule:
     """A fake-quantized copy of ``model`` (BN folded, observers uninitialized) to fine-tune."""
     recurrent = [type(m).__name__ for m in model.modules() if isinstance(m, nn.RNNBase)]
     if recurrent:  # its op returns (output, state) and its weights are no Conv/Linear
-        raise TrainError(f"QAT fake-quantizes Conv1d/Conv2d/Linear graphs, not {recurrent[0]} layers; "
-                         "remove qat from this task's search space (Task.gene_choices)")
+        raise TrainError(f"QAT fake-quantizes Conv1d/Conv2d/Linear graphs, not {recurrent[0]} layers")
     try:
         gm = fx.symbolic_trace(model.eval())
     except Exception as exc:
@@ -316,3 +318,27 @@ def export_qat(model: nn.Module, example: torch.Tensor, path: Path) -> Artifact:
         raise ExportError(f"QAT export failed: {type(exc).__name__}: {exc}") from exc
     os.replace(tmp, path)
     return Artifact.of(path)
+
+
+def _qat_matters(c) -> bool:
+    """QAT fake-quantizes during a fine-tune and exports ORT's static QDQ format itself: without
+    epochs it would be plain PTQ, and only a backend whose quantizer is ORT's reads its file."""
+    return (c.precision is Precision.INT8_STATIC and c.epochs > 0
+            and c.backend.quantizer == OrtQuantization.name)
+
+
+class QuantAwareTraining(Pass):
+    name = "qat"
+    genes = (
+        Gene("qat", (False, True), False, Stage.TORCH, when=_qat_matters, keyed_at_default=False,
+             help="quantization-aware fine-tune exported as QDQ"),
+    )
+
+    def applies(self, model, example, backend) -> str | None:
+        def qat(m: nn.Module) -> nn.Module:
+            gm = prepare_qat(m)
+            calibrate(gm, example.numpy())
+            return gm
+
+        return try_on_copy(model, example, qat, what="quantization-aware training",
+                           export=export_qat)

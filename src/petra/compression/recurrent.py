@@ -24,7 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from petra.compression.probe import try_on_copy
 from petra.errors import PruneError
+from petra.genes import Gene, Pass, Stage
 
 
 def has_recurrent(model: nn.Module) -> bool:
@@ -159,3 +161,18 @@ def unroll_gru(model: nn.Module) -> nn.Module:
         else:
             unroll_gru(child)
     return model
+
+
+class RecurrentUnroll(Pass):
+    """Export GRUs as MatMuls, so that INT8 quantizers reach them (the ONNX GRU op stays float)."""
+
+    name = "recurrent_unroll"
+    genes = (
+        Gene("unroll_recurrent", (False, True), False, Stage.TORCH, keyed_at_default=False,
+             help="export nn.GRU layers as unrolled MatMuls"),
+    )
+
+    def applies(self, model, example, backend) -> str | None:
+        if not any(isinstance(m, nn.GRU) for m in model.modules()):
+            return "the model has no nn.GRU to unroll"
+        return try_on_copy(model, example, unroll_gru, what="unrolling the GRU")

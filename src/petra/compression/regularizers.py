@@ -8,11 +8,20 @@ before pruning removes them, so that less accuracy is lost at the cut.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from petra.genes import Gene, Pass, Stage
+
+
+class Regularizer(str, Enum):
+    NONE = "none"
+    L1 = "l1"  # L1 sparsity on BatchNorm scales before pruning
+    KD = "kd"  # knowledge distillation from the FP32 teacher
 
 
 class Loss(Protocol):
@@ -57,3 +66,22 @@ class BNSparsity:
         bns = (m for m in model.modules() if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d))
         l1 = sum(m.weight.abs().sum() for m in bns)
         return F.cross_entropy(logits, y) + self.lam * l1
+
+
+class Regularization(Pass):
+    """What the fine-tune's loss adds to the task loss: distillation or BN-scale sparsity."""
+
+    name = "regularization"
+    genes = (
+        Gene("regularizer", tuple(Regularizer), Regularizer.NONE, Stage.TORCH,
+             when=lambda c: c.epochs > 0, help="distillation (kd) or BN-scale sparsity (l1)"),
+        Gene("reg_weight", (0.25, 0.5, 0.75, 0.9), 0.5, Stage.TORCH,
+             when=lambda c: c.regularizer is not Regularizer.NONE,
+             help="weight of the regularizer in the loss"),
+    )
+
+    def narrow(self, model) -> dict[str, tuple[tuple, str]]:
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            return {}
+        return {"regularizer": ((Regularizer.NONE, Regularizer.KD),
+                                "l1 sparsity acts on BatchNorm scales; the model has no BatchNorm")}

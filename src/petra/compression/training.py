@@ -11,13 +11,17 @@ import copy
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from petra.compression.regularizers import CrossEntropy, Loss
-from petra.models.base import Metric, Split, Task
+from petra.genes import Gene, Pass, Stage
+
+if TYPE_CHECKING:  # compression reads tasks by shape only: models/ import compression, not back
+    from petra.models.base import Metric, Split, Task
 
 
 @dataclass(frozen=True)
@@ -145,4 +149,15 @@ def train_baseline(model: nn.Module, task: Task) -> FitReport:
         metric=task.metric,
         patience=s.patience,
         seed=s.seed,
+    )
+
+
+class FineTune(Pass):
+    """The fine-tune after pruning / factorizing (and the QAT run); epochs 0 = none."""
+
+    name = "fine_tune"
+    genes = (
+        Gene("epochs", (0, 1, 2, 4, 6), 0, Stage.TORCH, help="fine-tuning epochs"),
+        Gene("lr", (3e-4, 1e-3, 3e-3), 1e-3, Stage.TORCH, when=lambda c: c.epochs > 0,
+             help="fine-tuning learning rate"),
     )

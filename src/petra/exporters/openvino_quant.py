@@ -24,6 +24,8 @@ import numpy as np
 
 from petra.errors import ExportError, QuantizeError
 from petra.exporters.artifact import Artifact
+from petra.exporters.quantize import Precision, QuantData
+from petra.genes import Gene, Pass, Stage
 
 
 class NncfPreset(str, Enum):
@@ -141,3 +143,39 @@ def _quantize_with_accuracy_control(model, calibration, ac: AccuracyControl, opt
         model, calibration, validation, validate, max_drop=ac.max_drop,
         drop_type=nncf.DropType.ABSOLUTE, advanced_accuracy_restorer_parameters=restorer, **options,
     )
+
+
+def _nncf(c) -> bool:
+    return c.backend.quantizer == NncfQuantization.name
+
+
+class NncfQuantization(Pass):
+    """OpenVINO IR, FP32 or NNCF INT8, calibrated on the same samples as ORT's quantizer."""
+
+    name = "nncf"
+    per_backend = True
+    genes = tuple(
+        Gene(name, choices, default, Stage.ARTIFACT, keyed_at_default=_nncf, help=text,
+             when=lambda c: _nncf(c) and c.precision is Precision.INT8_STATIC)
+        for name, choices, default, text in (
+            ("nncf_preset", tuple(NncfPreset), NncfPreset.PERFORMANCE, "NNCF quantization preset"),
+            ("nncf_subset", (64, 128, 256), 256, "NNCF calibration samples"),
+            ("nncf_fast_bias", (True, False), True, "NNCF fast bias correction"),
+            ("nncf_accuracy_control", (False,), False, "NNCF accuracy control (keeps layers in float)"),
+        )
+    )
+    suffix = ".xml"
+
+    def applies(self, model, example, backend) -> str | None:
+        return None if backend.quantizer == self.name else f"{backend.name} does not use NNCF"
+
+    def build(self, fp32: Artifact, folder: Path, c, data: QuantData) -> Artifact:
+        dst = folder / "model.xml"
+        if c.precision is not Precision.INT8_STATIC:
+            return to_ir(fp32, dst)
+        control = None
+        if c.nncf_accuracy_control:
+            control = AccuracyControl(data.val_x, data.val_y, data.metric, data.max_drop)
+        return quantize_nncf(fp32, dst, calibration_data=data.calibration, preset=c.nncf_preset,
+                             subset_size=c.nncf_subset, fast_bias_correction=c.nncf_fast_bias,
+                             accuracy_control=control)

@@ -13,7 +13,8 @@ import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from petra.errors import QuantizeError
 from petra.exporters.artifact import Artifact
+from petra.genes import Gene, Pass, Stage
 
 
 class Precision(str, Enum):
@@ -223,3 +225,61 @@ def layer_sensitivity(model: Path, run: _Quantizer, data: np.ndarray) -> dict[st
         scores[name] = float(np.mean((outputs(one) - ref) ** 2)) / scale
         one.unlink()
     return scores
+
+
+@dataclass(frozen=True)
+class QuantData:
+    """What a quantizer pass may read of the task: calibration inputs, and for accuracy-aware
+    quantization the validation split, its metric and the allowed drop."""
+
+    calibration: np.ndarray
+    val_x: np.ndarray | None = None
+    val_y: np.ndarray | None = None
+    metric: Callable | None = None
+    max_drop: float = 1.0
+
+
+PRECISION = Gene("precision", tuple(Precision), Precision.FP32, Stage.ARTIFACT,
+                 # a precision the backend's quantizer cannot build is the FP32 artifact
+                 clamp=lambda v, c: v if v.value in c.backend.precisions else Precision.FP32,
+                 help="fp32, static INT8 (calibrated) or dynamic INT8 (weights only)")
+
+
+class Quantization(Pass):
+    """The precision of the artifact; each backend's quantizer pass builds it."""
+
+    name = "quantization"
+    genes = (PRECISION,)
+
+
+def _ort_int8(c, *, static_only: bool = False) -> bool:
+    if c.backend.quantizer != OrtQuantization.name or c.qat:
+        return False
+    return c.precision is Precision.INT8_STATIC if static_only else c.precision is not Precision.FP32
+
+
+class OrtQuantization(Pass):
+    """ONNX Runtime's quantizer: QDQ static INT8 or dynamic INT8 of an ONNX file."""
+
+    name = "ort"
+    per_backend = True
+    genes = (
+        Gene("calibration", tuple(Calibration), Calibration.MINMAX, Stage.ARTIFACT,
+             when=lambda c: _ort_int8(c, static_only=True), help="static INT8 calibration method"),
+        Gene("per_channel", (False, True), True, Stage.ARTIFACT, when=_ort_int8,
+             help="per-channel weight scales"),
+        Gene("quant_exclude", tuple(QuantExclude), QuantExclude.NONE, Stage.ARTIFACT, when=_ort_int8,
+             keyed_at_default=False, help="layers kept in float (mixed precision)"),
+    )
+    suffix = ".onnx"
+
+    def applies(self, model, example, backend) -> str | None:
+        return None if backend.quantizer == self.name else f"{backend.name} does not use ORT's quantizer"
+
+    def build(self, fp32: Artifact, folder: Path, c, data: QuantData) -> Artifact:
+        needs_data = c.precision is Precision.INT8_STATIC or c.quant_exclude is QuantExclude.SENSITIVE
+        return quantize(fp32, folder / "model.onnx",
+                        precision=Precision.FP32 if c.qat else c.precision,  # QAT's file is QDQ already
+                        calibration=c.calibration, per_channel=c.per_channel,
+                        calibration_data=data.calibration if needs_data else None,
+                        exclude=c.quant_exclude)

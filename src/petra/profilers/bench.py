@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from petra.errors import ConfigError
-from petra.profilers.inputs import model_input
+from petra.runtimes.inputs import model_input
 from petra.profilers.isolated import measure_isolated
 from petra.profilers.measure import LOADED_CORES, SESSION_AGREEMENT
 from petra.profilers.timing import TimingPolicy

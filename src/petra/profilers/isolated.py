@@ -119,7 +119,7 @@ def measure_artifact(req: MeasureRequest) -> Measurement:
     if req.sample is not None:
         sample = req.sample
     else:
-        from petra.profilers.inputs import model_input
+        from petra.runtimes.inputs import model_input
 
         sample = model_input(Path(req.artifact)).example(max(req.batches))
     reset = reset_peak_rss()

@@ -1,7 +1,8 @@
 """Runtime backends, one class each, all behind the ``Runtime`` contract."""
 
 from petra.errors import ConfigError
-from petra.runtimes.base import Runtime, Session
+from petra.runtimes.base import RUNTIME, THREADS, Runtime, Session
+from petra.runtimes.inputs import InputSpec, model_input
 from petra.runtimes.onnxruntime import GraphOpt, OnnxRuntime
 from petra.runtimes.openvino import Hint, InferencePrecision, OpenVinoRuntime
 
@@ -9,6 +10,18 @@ RUNTIMES: dict[str, type[Runtime]] = {OnnxRuntime.name: OnnxRuntime, OpenVinoRun
 
 #: the runtime name that makes the runtime itself a gene of the search
 AUTO = "auto"
+
+
+def backend(name: str) -> type[Runtime]:
+    """The backend class of a runtime gene's value (no runtime needs to be installed for it)."""
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise ConfigError(f"unknown runtime {name!r}; choose one of {', '.join(sorted(RUNTIMES))}") from None
+
+
+#: every gene a backend declares, the common ones first (the order of genes in a genome)
+RUNTIME_GENES = (RUNTIME, THREADS) + tuple(g for cls in RUNTIMES.values() for g in cls.genes)
 
 
 def get_runtime(name: str) -> Runtime:
@@ -33,5 +46,6 @@ def get_runtimes(name: str) -> dict[str, Runtime]:
     return usable
 
 
-__all__ = ["AUTO", "RUNTIMES", "GraphOpt", "Hint", "InferencePrecision", "OnnxRuntime", "OpenVinoRuntime",
-           "Runtime", "Session", "get_runtime", "get_runtimes"]
+__all__ = ["AUTO", "RUNTIMES", "RUNTIME_GENES", "GraphOpt", "Hint", "InferencePrecision", "InputSpec",
+           "OnnxRuntime", "OpenVinoRuntime", "Runtime", "Session", "backend", "get_runtime", "get_runtimes",
+           "model_input"]

@@ -1,7 +1,9 @@
-"""The runtime contract: every backend supplies ``available()`` and ``compile()``.
+"""The backend contract: one class per runtime.
 
-The algorithm (search, measurement) is written once against ``Runtime`` and ``Session``; a new
-backend is one small class, never an if/elif chain copied into every caller.
+A backend owns everything that depends on which runtime runs the model: its settings genes,
+which quantizer pass builds its INT8 artifacts, compile, and the hand-off snippet that loads an
+artifact exactly as it was measured. The algorithm (search, measurement) is written once
+against ``Runtime`` and ``Session``; nothing outside ``runtimes/`` asks which runtime it is.
 """
 
 from __future__ import annotations
@@ -12,6 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from petra.genes import Gene, Stage
+from petra.runtimes.inputs import InputSpec
+
+#: which backend runs a candidate; its choices are the runtimes of the run (``--runtime auto``)
+RUNTIME = Gene("runtime", ("onnxruntime",), "onnxruntime", Stage.RUNTIME, keyed_at_default=False,
+               help="the runtime that compiles and runs the artifact")
+#: intra-op threads, common to every CPU backend; its choices go up to the cores of the machine
+THREADS = Gene("threads", (1,), 1, Stage.RUNTIME, help="intra-op threads")
 
 
 class Session(ABC):
@@ -42,6 +53,22 @@ class Session(ABC):
 
 class Runtime(ABC):
     name: str
+    #: the settings genes only this backend reads (``threads`` and ``runtime`` are common)
+    genes: tuple[Gene, ...] = ()
+    #: the name of the quantization pass that builds this backend's INT8 artifacts
+    quantizer: str = ""
+    #: precisions (``Precision`` values) this backend's quantizer builds; others fall back to fp32
+    precisions: tuple[str, ...] = ("fp32",)
+
+    @classmethod
+    def settings(cls, config: Any) -> dict[str, Any]:
+        """The keyword settings of ``compile`` for a candidate config."""
+        return {"threads": config.threads}
+
+    @classmethod
+    @abstractmethod
+    def usage(cls, model_file: str, settings: dict[str, Any], spec: InputSpec) -> str:
+        """A Markdown snippet that loads ``model_file`` with ``settings`` and runs it once."""
 
     @classmethod
     @abstractmethod

@@ -1,4 +1,5 @@
-"""The input a model file expects, read without compiling it: for ``petra bench`` on any artifact.
+"""The input a model file expects, read without compiling it: the one input-shape reader
+(``petra bench``, the hand-off snippet, the user ONNX task).
 
 Reading the shape up front lets bad input fail as one line before a worker starts: a file that
 is not a model, or a batch size the model's fixed batch dimension cannot take.

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from petra.errors import CompileError, ConfigError, MeasureError
+from petra.genes import Gene, Stage
 from petra.runtimes.base import Runtime, Session
+from petra.runtimes.inputs import InputSpec
 
 
 class GraphOpt(str, Enum):
@@ -58,8 +60,43 @@ class OrtSession(Session):
         return once
 
 
+_LEVELS = {GraphOpt.DISABLE: "ORT_DISABLE_ALL", GraphOpt.BASIC: "ORT_ENABLE_BASIC",
+           GraphOpt.EXTENDED: "ORT_ENABLE_EXTENDED", GraphOpt.ALL: "ORT_ENABLE_ALL"}
+
+
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
+    genes = (
+        Gene("graph_opt", (GraphOpt.BASIC, GraphOpt.EXTENDED, GraphOpt.ALL), GraphOpt.ALL, Stage.RUNTIME,
+             when=lambda c: c.runtime == OnnxRuntime.name, help="ORT graph optimization level"),
+    )
+    quantizer = "ort"
+    precisions = ("fp32", "int8_static", "int8_dynamic")
+
+    @classmethod
+    def settings(cls, config) -> dict[str, Any]:
+        return {"graph_opt": config.graph_opt, "threads": config.threads}
+
+    @classmethod
+    def usage(cls, model_file: str, settings: dict[str, Any], spec: InputSpec) -> str:
+        level = _LEVELS[GraphOpt(settings.get("graph_opt", "all"))]
+        spin = "1" if settings.get("spinning") else "0"
+        shape = tuple(d or 1 for d in spec.shape)
+        return f"""```python
+import numpy as np
+import onnxruntime as ort
+
+so = ort.SessionOptions()
+so.graph_optimization_level = ort.GraphOptimizationLevel.{level}
+so.intra_op_num_threads = {settings.get("threads", 1)}
+so.inter_op_num_threads = 1
+so.add_session_config_entry("session.intra_op.allow_spinning", "{spin}")
+session = ort.InferenceSession("{model_file}", so, providers=["CPUExecutionProvider"])
+
+x = np.zeros({shape}, dtype=np.float32)  # the batch dimension is dynamic
+outputs = session.run(None, {{"{spec.name}": x}})[0]
+print(outputs.shape)
+```"""
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -94,12 +131,7 @@ class OnnxRuntime(Runtime):
         if threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         so = ort.SessionOptions()
-        so.graph_optimization_level = {
-            GraphOpt.DISABLE: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            GraphOpt.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            GraphOpt.EXTENDED: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            GraphOpt.ALL: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[graph_opt]
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[graph_opt])
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

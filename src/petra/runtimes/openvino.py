@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from petra.errors import CompileError, ConfigError, MeasureError
+from petra.genes import Gene, Stage
 from petra.runtimes.base import Runtime, Session
+from petra.runtimes.inputs import InputSpec
 
 
 class Hint(str, Enum):
@@ -125,8 +127,51 @@ class OvSession(Session):
             return req.infer
 
 
+def _is_openvino(c) -> bool:
+    return c.runtime == OpenVinoRuntime.name
+
+
 class OpenVinoRuntime(Runtime):
     name = "openvino"
+    genes = (
+        Gene("ov_hint", tuple(Hint), Hint.LATENCY, Stage.RUNTIME, when=_is_openvino,
+             keyed_at_default=_is_openvino, help="OpenVINO performance hint"),
+        # OpenVINO clamps streams to threads (read back: 2 -> 1)
+        Gene("ov_streams", (1, 2), 1, Stage.RUNTIME, when=_is_openvino,
+             clamp=lambda v, c: min(v, c.threads), keyed_at_default=_is_openvino,
+             help="OpenVINO inference streams"),
+        Gene("ov_precision", (InferencePrecision.F32, InferencePrecision.BF16), InferencePrecision.F32,
+             Stage.RUNTIME, when=_is_openvino, keyed_at_default=_is_openvino,
+             help="OpenVINO inference precision (bf16 only where the CPU computes it natively)"),
+    )
+    quantizer = "nncf"
+    #: weight-only INT8 has no OpenVINO convolution kernel
+    precisions = ("fp32", "int8_static")
+
+    @classmethod
+    def settings(cls, config) -> dict[str, Any]:
+        return {"hint": config.ov_hint, "streams": config.ov_streams, "threads": config.threads,
+                "precision": config.ov_precision}
+
+    @classmethod
+    def usage(cls, model_file: str, settings: dict[str, Any], spec: InputSpec) -> str:
+        config = {"PERFORMANCE_HINT": str(settings.get("hint", "latency")).upper(),
+                  "INFERENCE_NUM_THREADS": str(settings.get("threads", 1)),
+                  "INFERENCE_PRECISION_HINT": str(settings.get("precision", "f32"))}
+        if settings.get("streams"):
+            config["NUM_STREAMS"] = str(settings["streams"])
+        shape = tuple(d or 1 for d in spec.shape)
+        return f"""```python
+import numpy as np
+import openvino as ov
+
+compiled = ov.Core().compile_model("{model_file}", "CPU", {config!r})
+request = compiled.create_infer_request()
+
+x = np.zeros({shape}, dtype=np.float32)  # input "{spec.name}"; the batch dimension is dynamic
+outputs = request.infer([x])[compiled.output(0)]
+print(outputs.shape)
+```"""
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -217,12 +262,3 @@ class OpenVinoRuntime(Runtime):
             "device": "CPU",
         }
         return OvSession(compiled, settings, compile_s)
-
-
-def input_shape(model_path: Path) -> list[int | None]:
-    """The first input's shape (None for a dynamic dimension), for ONNX and IR alike."""
-    try:
-        shape = core().read_model(str(model_path)).input(0).get_partial_shape()
-    except Exception as exc:
-        raise CompileError(f"openvino could not read {Path(model_path).name}: {_one_line(exc)}") from exc
-    return [d.get_length() if d.is_static else None for d in shape]
