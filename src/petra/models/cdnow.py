@@ -45,7 +45,6 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from petra.compression.pruning import Importance
 from petra.errors import ConfigError
 from petra.models.base import Metric, Split, Task, TrainSettings
 
@@ -141,8 +140,6 @@ class GRUEncoder(nn.Module):
 
 def cdnow_task(hidden: int = 64, layers: int = 2, label: str = "value-tier", limit: int | None = None,
                max_epochs: int = 16) -> Task:
-    from petra.optimizer.genome import Regularizer
-
     train, val, test = load_splits(label, limit=limit)
     classes = int(train.y.max()) + 1
     default = (hidden, layers, label, limit, max_epochs) == (64, 2, "value-tier", None, 16)
@@ -156,9 +153,5 @@ def cdnow_task(hidden: int = 64, layers: int = 2, label: str = "value-tier", lim
         train_settings=TrainSettings(max_epochs=max_epochs, lr=3e-3, batch_size=256, patience=3,
                                      weight_decay=0.0),
         description=f"CDNOW weekly purchase sequences (39 weeks), label {label!r}, GRU {hidden}x{layers}",
-        gene_choices={"importance": (Importance.L1, Importance.L2),
-                      "regularizer": (Regularizer.NONE, Regularizer.KD),
-                      "unroll_recurrent": (False, True),
-                      "qat": (False,)},
         reference=LABEL_NOTE,
     )

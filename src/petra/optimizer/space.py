@@ -1,13 +1,24 @@
-"""The search space of a run and the configs that seed its first population."""
+"""The search space of a run, assembled from the passes that apply to the model in hand, and
+the configs that seed its first population.
+
+The probe runs before any training: the model is exported as given (a model that cannot be
+exported stops the run in seconds), then every pass tries itself on a copy. A pass that cannot
+work removes its genes, each with the pass's one-line reason; nothing fails late.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import tempfile
+from pathlib import Path
 
+from petra.candidate import PASSES, TORCH_GENES, CandidateConfig, SearchSpace
 from petra.compression.pruning import Importance
-from petra.exporters import Calibration, Precision
-from petra.optimizer.genome import OPENVINO, ORT, CandidateConfig, Regularizer, SearchSpace
-from petra.runtimes import InferencePrecision, OpenVinoRuntime
+from petra.errors import ConfigError
+from petra.exporters import Calibration, Precision, export_onnx
+from petra.optimizer.genome import ORT, Regularizer
+
+#: one removed gene: (gene, why it cannot apply to this model on these runtimes)
+Removed = tuple[str, str]
 
 
 def seed_configs(threads: int, runtime: str = ORT) -> list[CandidateConfig]:
@@ -24,15 +35,91 @@ def seed_configs(threads: int, runtime: str = ORT) -> list[CandidateConfig]:
         CandidateConfig(precision=Precision.INT8_STATIC, calibration=Calibration.MINMAX, threads=threads,
                         runtime=runtime),
         handmade,
-        *([replace(handmade, threads=1)] if threads > 1 else []),
+        *([handmade.replace(threads=1)] if threads > 1 else []),
     ]
 
 
 def default_space(runtimes: tuple[str, ...], n_threads: int) -> SearchSpace:
-    """Threads up to the cores; runtime a gene of its own; only precisions this CPU runs natively."""
-    kwargs: dict = {"threads": tuple(range(1, n_threads + 1)), "runtime": runtimes}
-    if OPENVINO in runtimes:
-        native = OpenVinoRuntime.supported_precisions()
-        kwargs["ov_precision"] = tuple(p for p in SearchSpace().ov_precision if p in native) or (
-            InferencePrecision.F32,)
+    """Threads up to the cores; runtime a gene of its own; each backend's machine limits."""
+    from petra.runtimes import backend
+
+    kwargs: dict = {"threads": tuple(range(1, n_threads + 1)), "runtime": tuple(runtimes)}
+    for name in runtimes:
+        kwargs |= backend(name).machine_choices()
     return SearchSpace(**kwargs)
+
+
+def _export_as_given(model, example) -> None:
+    with tempfile.TemporaryDirectory(prefix="petra-probe-") as tmp:
+        try:
+            export_onnx(model, example, Path(tmp) / "model.onnx")
+        except Exception as exc:
+            raise ConfigError(f"the model does not export to ONNX ({exc}); make its forward "
+                              "traceable by torch.onnx.export (TorchScript or dynamo)") from None
+
+
+def assemble(task, model, runtimes, n_threads: int, space: SearchSpace | None = None
+             ) -> tuple[SearchSpace, list[Removed]]:
+    """The run's search space: ``space`` (or the default one) less what cannot apply to
+    ``model`` (None for an ONNX-only task) on ``runtimes``, then the task's own
+    ``gene_choices`` (a user override). Returns the space and the removed genes with reasons."""
+    from petra.runtimes import backend
+
+    backends = [backend(name) for name in runtimes]
+    space = space or default_space(tuple(runtimes), n_threads)
+    space = space.replace(runtime=tuple(runtimes))
+    example = task.example_input
+    if model is not None:
+        _export_as_given(model, example)
+    removed: list[Removed] = []
+    choices: dict[str, tuple] = {}
+    for p in PASSES:
+        reason, narrowed = _probe_one(p, model, example, backends)
+        for g in p.genes:
+            current = getattr(space, g.name)
+            if reason is not None and (len(current) > 1 or current[0] != g.default):
+                choices[g.name] = (g.default,)
+                removed.append((g.name, reason))
+            elif g.name in narrowed:
+                kept = tuple(c for c in current if c in narrowed[g.name][0]) or (g.default,)
+                if kept != current:
+                    choices[g.name] = kept
+                    removed.append((g.name, f"{narrowed[g.name][1]} (kept {', '.join(map(_v, kept))})"))
+    space = space.replace(**choices)
+    space, overridden = _task_override(task, space)
+    return space, removed + overridden
+
+
+def _v(value) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _probe_one(p, model, example, backends: list) -> tuple[str | None, dict]:
+    if p.per_backend:
+        reasons = [p.applies(model, example, b) for b in backends]
+        return (None if any(r is None for r in reasons) else "; ".join(dict.fromkeys(reasons))), {}
+    if model is None:
+        if any(g.name in TORCH_GENES for g in p.genes):
+            return "the task is an ONNX file: there is no torch model to change", {}
+        return None, {}
+    reason = p.applies(model, example, backends[0])
+    return reason, ({} if reason else p.narrow(model))
+
+
+def _task_override(task, space: SearchSpace) -> tuple[SearchSpace, list[Removed]]:
+    """``Task.gene_choices``: where ``space`` still offers a gene's choices, the task's replace
+    them (this is how a task opens a gene the default space keeps closed); else intersect."""
+    restricted, removed = {}, []
+    declared = SearchSpace()
+    for gene, allowed in (getattr(task, "gene_choices", None) or {}).items():
+        if gene not in space.gene_names:
+            raise ConfigError(f"task {task.name!r} restricts unknown gene {gene!r}; "
+                              f"use one of {', '.join(space.gene_names)}")
+        current, allowed = getattr(space, gene), tuple(allowed)
+        if current == getattr(declared, gene):
+            restricted[gene] = allowed
+        else:
+            restricted[gene] = tuple(c for c in current if c in allowed) or allowed[:1]
+        if len(restricted[gene]) < len(current):
+            removed.append((gene, f"the task's gene_choices keep {', '.join(map(_v, restricted[gene]))}"))
+    return space.replace(**restricted), removed

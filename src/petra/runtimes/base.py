@@ -66,6 +66,11 @@ class Runtime(ABC):
         return {"threads": config.threads}
 
     @classmethod
+    def machine_choices(cls) -> dict[str, tuple]:
+        """Choices of this backend's genes that this machine can run (native precisions)."""
+        return {}
+
+    @classmethod
     @abstractmethod
     def usage(cls, model_file: str, settings: dict[str, Any], spec: InputSpec) -> str:
         """A Markdown snippet that loads ``model_file`` with ``settings`` and runs it once."""

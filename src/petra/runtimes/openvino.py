@@ -195,6 +195,12 @@ print(outputs.shape)
             pass
         return out
 
+    @classmethod
+    def machine_choices(cls) -> dict[str, tuple]:
+        native = cls.supported_precisions()
+        declared = next(g for g in cls.genes if g.name == "ov_precision").choices
+        return {"ov_precision": tuple(p for p in declared if p in native) or (InferencePrecision.F32,)}
+
     @staticmethod
     def supported_precisions() -> tuple[InferencePrecision, ...]:
         """Precisions this CPU computes natively; f16/bf16 elsewhere would be emulated or ignored."""
