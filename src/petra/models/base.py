@@ -111,35 +111,14 @@ class Task:
     metric: Metric = ACCURACY
     train_settings: TrainSettings = field(default_factory=TrainSettings)
     description: str = ""
-    #: gene name -> the only choices that apply to this model (e.g. no BN-scale importance for a
-    #: GRU without BatchNorm); ``search_space`` removes the rest, so no gene is silently ignored
+    #: gene name -> the only choices this task allows: a user override. What cannot apply to the
+    #: model is found by probing it (each pass's ``applies``), so this is rarely needed
     gene_choices: dict[str, tuple] = field(default_factory=dict)
     #: when set (e.g. 0.9), feasibility is decided on this one-sided upper confidence bound of
     #: the validation drop (paired bootstrap), not on the point estimate: small test sets
     drop_confidence: float | None = None
     #: the published figure the FP32 baseline is compared with, for ``petra models`` / reports
     reference: str = ""
-
-    def search_space(self, space):
-        """``space`` with this task's ``gene_choices`` applied: where ``space`` holds the
-        library default for a gene, the task's choices replace it (this is how a GRU task opens
-        ``unroll_recurrent``); where the caller narrowed a gene, the two are intersected."""
-        from dataclasses import replace
-
-        from petra.optimizer.genome import SearchSpace
-
-        defaults = SearchSpace()
-        restricted = {}
-        for gene, allowed in self.gene_choices.items():
-            if gene not in space.gene_names:
-                raise ConfigError(f"task {self.name!r} restricts unknown gene {gene!r}; "
-                                  f"use one of {', '.join(space.gene_names)}")
-            current, allowed = getattr(space, gene), tuple(allowed)
-            if current == getattr(defaults, gene):
-                restricted[gene] = allowed
-            else:
-                restricted[gene] = tuple(c for c in current if c in allowed) or allowed[:1]
-        return replace(space, **restricted)
 
     def drop_interval(self, base_outputs: np.ndarray, outputs: np.ndarray) -> tuple[float, float]:
         """One-sided ``drop_confidence`` bounds (lower, upper) of the validation drop, by
@@ -184,24 +163,40 @@ class Task:
     def baseline(self, cache_dir: Path | None = None, log: Callable[[str], None] = print) -> nn.Module:
         """The trained FP32 model, from the cache when it exists."""
         from petra.compression.training import predict, train_baseline
+        from petra.models.checks import check_baseline
 
         cache_dir = Path(cache_dir or default_cache_dir()) / "baselines"
         path = cache_dir / f"{self.name}-{self.content_hash()}.pt"
         model = self.build_model()
         if path.exists():
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            log(f"baseline: loaded cached weights {path}")
-            return model.eval()
+            try:
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            except Exception as exc:  # a truncated or foreign file: train again, overwrite it
+                log(f"baseline: cached weights {path} unreadable ({type(exc).__name__}); retraining")
+                model = self.build_model()
+            else:
+                log(f"baseline: loaded cached weights {path}")
+                check_baseline(self, model)
+                return model.eval()
         log(f"baseline: training {self.name} to convergence (cached at {path})")
         t0 = time.monotonic()
-        report = train_baseline(model, self)
+        try:
+            report = train_baseline(model, self)
+        except Exception as exc:
+            check_baseline(self, model)  # names the user's model or metric when it is the cause
+            if isinstance(exc, FloatingPointError):
+                raise ConfigError(
+                    f"training the FP32 baseline of {self.name!r} diverged ({exc}); lower its "
+                    "train_settings lr or check the model's loss") from exc
+            raise
+        val = check_baseline(self, model)
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
         summary = {"task": self.name, "metric": self.metric.name, "epochs_run": report.epochs_run,
                    "best_epoch": report.best_epoch, "train_s": time.monotonic() - t0,
-                   "val": self.metric(predict(model, self.val.x), self.val.y),
+                   "val": val,
                    "test": self.metric(predict(model, self.test.x), self.test.y),
                    "reference": self.reference}
         path.with_suffix(".json").write_text(json.dumps(summary, indent=2))

@@ -1,9 +1,9 @@
 """A task for users who only have an ONNX model: ``petra optimize --onnx m.onnx --data d.npz``.
 
-Without the torch model there is nothing to prune or fine-tune, so every torch gene is pinned
-to "off" in this task's search space (``gene_choices``) and only the genes that need no torch
-remain: precision, calibration, per-channel, graph optimization, threads. The pipeline skips
-the torch stage and starts from the given file.
+Without the torch model there is nothing to prune or fine-tune: the search space's probe
+removes every torch gene (with that reason) and only the genes that need no torch remain:
+precision, calibration, per-channel, graph optimization, threads. The pipeline skips the torch
+stage and starts from the given file.
 
 The data file is an ``.npz`` read with ``allow_pickle=False`` (nothing is unpickled): ``x``
 (inputs, batch first, required) and optionally ``y`` (integer class labels). With ``y`` the
@@ -25,14 +25,6 @@ from petra.errors import ConfigError
 from petra.models.base import ACCURACY, Metric, Split, Task, default_cache_dir
 
 MIN_EXAMPLES = 8
-
-
-def torch_genes_off() -> dict[str, tuple]:
-    """Every gene the torch stage reads, pinned to its default ("nothing happens") value."""
-    from petra.optimizer.genome import CandidateConfig
-
-    default = CandidateConfig()
-    return {g: (getattr(default, g),) for g in CandidateConfig.TORCH_GENES}
 
 
 @dataclass
@@ -70,7 +62,14 @@ def onnx_task(onnx_path: Path | str, data_path: Path | str, seed: int = 0) -> On
     except Exception as exc:
         raise ConfigError(f"{onnx_path} is not an ONNX model ({type(exc).__name__}); "
                           "pass a file written by torch.onnx.export") from None
-    batch_dim = graph.input[0].type.tensor_type.shape.dim[0]
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if not inputs or not inputs[0].type.tensor_type.shape.dim:
+        raise ConfigError(f"{onnx_path} has no tensor input of known rank; pass a file written by "
+                          "torch.onnx.export with an example input")
+    expected = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
+                for d in inputs[0].type.tensor_type.shape.dim]
+    batch_dim = inputs[0].type.tensor_type.shape.dim[0]
     if batch_dim.HasField("dim_value") and batch_dim.dim_value != 0:
         raise ConfigError(f"{onnx_path.name} has a fixed batch size {batch_dim.dim_value}; export it "
                           "with a dynamic batch axis (dynamic_axes={'input': {0: 'batch'}})")
@@ -83,7 +82,17 @@ def onnx_task(onnx_path: Path | str, data_path: Path | str, seed: int = 0) -> On
     if "x" not in arrays:
         raise ConfigError(f"{data_path.name} has no array 'x' (found {sorted(arrays)}); "
                           "save it with numpy.savez(path, x=inputs[, y=labels])")
-    x = np.ascontiguousarray(arrays["x"], dtype=np.float32)
+    try:
+        x = np.ascontiguousarray(arrays["x"], dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{data_path.name}: 'x' is not numeric ({arrays['x'].dtype}: {exc}); "
+                          "save the model's inputs as a float array") from None
+    if x.ndim != len(expected) or any(isinstance(e, int) and e != got
+                                      for e, got in zip(expected[1:], x.shape[1:])):
+        want = ", ".join(str(e) for e in expected)
+        raise ConfigError(f"{onnx_path.name} expects input {inputs[0].name!r} of shape ({want}), "
+                          f"but 'x' in {data_path.name} has shape {tuple(x.shape)}; save 'x' with "
+                          "that shape, examples first")
     if len(x) < MIN_EXAMPLES:
         raise ConfigError(f"{data_path.name} holds {len(x)} examples; give at least {MIN_EXAMPLES}")
     # the cache keeps a copy so trial artifacts never point at a file the user may move
@@ -109,6 +118,5 @@ def onnx_task(onnx_path: Path | str, data_path: Path | str, seed: int = 0) -> On
         train=parts[0], val=parts[1], test=parts[2],
         metric=metric,
         description=f"ONNX model {onnx_path.name} with {len(x)} examples from {data_path.name}",
-        gene_choices=torch_genes_off(),
         onnx_model=local,
     )
