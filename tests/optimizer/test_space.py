@@ -1,0 +1,83 @@
+"""The run's search space is probed on the model: what cannot apply leaves with a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from petra.compression.pruning import Importance
+from petra.compression.regularizers import Regularizer
+from petra.errors import ConfigError
+from petra.models.base import Task
+from petra.models.cdnow import cdnow_task
+from petra.models.onnx_task import onnx_task
+from petra.optimizer.genome import SearchSpace
+from petra.optimizer.space import assemble
+from tests import user_models
+
+ORT = ("onnxruntime",)
+
+
+def _assemble(task, space=None, runtimes=ORT):
+    return assemble(task, task.build_model(), runtimes, 1, space)
+
+
+def test_gru_model_keeps_what_its_recurrent_passes_can_do():
+    task = cdnow_task(hidden=8, layers=1, limit=600, max_epochs=1)
+    space, removed = _assemble(task)
+    reasons = dict(removed)
+    assert set(space.importance) == {Importance.L1, Importance.L2} and "L1/L2" in reasons["importance"]
+    assert set(space.regularizer) == {Regularizer.NONE, Regularizer.KD}
+    assert "BatchNorm" in reasons["regularizer"]
+    assert space.unroll_recurrent == (False, True)
+    assert space.qat == (False,) and "GRU" in reasons["qat"]
+    assert len(space.prune_ratio) > 1  # hidden-unit pruning applies
+    bad = Task("t", task.build_model, task.train, task.val, task.test, gene_choices={"nope": (1,)})
+    with pytest.raises(ConfigError, match="unknown gene 'nope'"):
+        _assemble(bad)
+
+
+def test_two_layer_lstm_loses_the_genes_that_cannot_apply_each_with_its_reason():
+    space, removed = _assemble(user_models.lstm_task())
+    reasons = dict(removed)
+    assert space.prune_ratio == (0.0,) and space.importance == (Importance.L2,)
+    assert "pruning 50%" in reasons["prune_ratio"]  # torch-pruning asserts num_layers == 1
+    assert space.qat == (False,) and "LSTM" in reasons["qat"]
+    assert space.unroll_recurrent == (False,) and "nn.GRU" in reasons["unroll_recurrent"]
+    assert space.nncf_preset == (space.nncf_preset[0],) and "NNCF" in reasons["nncf_preset"]
+    assert len(space.precision) == 3 and len(space.epochs) > 1  # what applies stays open
+    assert all(r and "\n" not in r for _, r in removed)
+
+
+def test_transformer_that_torchscript_cannot_export_is_probed_through_dynamo():
+    space, removed = _assemble(user_models.transformer_task())
+    assert len(space.precision) == 3 and len(space.epochs) > 1
+    assert all(r for _, r in removed)
+
+
+def test_depthwise_cnn_prunes_with_groups_kept_consistent():
+    space, removed = _assemble(user_models.depthwise_task())
+    assert len(space.prune_ratio) > 1 and "prune_ratio" not in dict(removed)
+
+
+def test_a_model_no_exporter_takes_stops_before_training():
+    with pytest.raises(ConfigError, match="does not export to ONNX") as err:
+        _assemble(user_models.unexportable_task())
+    assert "\n" not in str(err.value)
+
+
+def test_onnx_task_loses_every_torch_gene(tmp_path, tiny_onnx, tiny_task):
+    data = tmp_path / "calib.npz"
+    np.savez(data, x=tiny_task.val.x[:120])
+    task = onnx_task(tiny_onnx.path, data)
+    space, removed = assemble(task, None, ORT, 1, SearchSpace(threads=(1,)))
+    assert space.prune_ratio == (0.0,) and space.epochs == (0,) and space.lowrank_ratio == (0.0,)
+    assert "ONNX file" in dict(removed)["prune_ratio"]
+    assert len(space.precision) == 3
+
+
+def test_openvino_run_drops_ort_only_genes_and_clamps_precision():
+    space, removed = assemble(user_models.depthwise_task(), user_models.DepthwiseCNN(), ("openvino",), 1)
+    reasons = dict(removed)
+    assert space.calibration == (space.calibration[0],) and "ORT's quantizer" in reasons["calibration"]
+    assert len(space.nncf_preset) > 1
