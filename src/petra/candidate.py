@@ -222,3 +222,22 @@ class SearchSpace:
             else:
                 out.append(0)
         return tuple(out)
+
+
+def describe(config: CandidateConfig | Mapping[str, Any]) -> str:
+    """The one config summary (CLI tables, progress lines, report): every gene that differs
+    from its default, then where it runs; a gene added later needs no new formatting."""
+    if not isinstance(config, CandidateConfig):
+        config = CandidateConfig.from_json({k: v for k, v in config.items() if k in BY_NAME})
+    c = config.canonical()
+    shown = [f"{k}={_fmt(v)}" for k, v in c.items()
+             if v != BY_NAME[k].default and BY_NAME[k].stage is not Stage.RUNTIME]
+    where = [f"{k}={_fmt(v)}" for k, v in c.items()
+             if BY_NAME[k].stage is Stage.RUNTIME and k not in ("runtime", "threads")
+             and v != BY_NAME[k].default]
+    return " ".join(shown or ["fp32"]) + f" | {c.runtime} {c.threads}t" + "".join(f" {w}" for w in where)
+
+
+def _fmt(value: Any) -> str:
+    value = Gene.dump(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -52,3 +52,16 @@ def test_report_and_show_cli(tiny_run, tmp_path):
 
 def test_report_of_a_folder_without_results(tmp_path):
     _one_line_error(petra("report", str(tmp_path)), "no results.json")
+
+
+def test_report_lists_removed_genes_and_one_summary_per_config(tiny_run):
+    from petra.candidate import describe
+
+    _, results, _ = tiny_run
+    shown = dict(results, removed_genes=[{"gene": "qat", "reason": "quantization-aware training failed"}])
+    p = Collect()
+    p.feed(render(shown))
+    text = " ".join(p.text)
+    assert "Genes removed" in text and "quantization-aware training failed" in text
+    for trial in results["all_trials"]:  # the report's config column is the one summary
+        assert describe(trial["config"]) in text

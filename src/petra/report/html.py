@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from petra.candidate import describe
 from petra.report.svg import Series, scatter
 
 CSS = """
@@ -22,20 +23,7 @@ td.l,th.l{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:12px}
 
 
 def _cfg(c: dict[str, Any]) -> str:
-    return (f"prune {c['prune_ratio']:.1f} {c['importance']}/{c['round_to']}, ep {c['epochs']} "
-            f"lr {c['lr']:g} {c['regularizer']}"
-            f"{'' if c['regularizer'] == 'none' else '(' + str(c['reg_weight']) + ')'}, {c['precision']} "
-            f"{c['calibration'] if c['precision'] == 'int8_static' else ''}"
-            f"{' pc' if c['per_channel'] and c['precision'] != 'fp32' else ''}, "
-            f"{c['graph_opt']}, {c['threads']}t" + _more_genes(c))
-
-
-def _more_genes(c: dict[str, Any]) -> str:
-    """Low rank, QAT and exclusions, shown only when on (older runs lack the keys)."""
-    parts = [f"svd {c['lowrank_ratio']:g}" if c.get("lowrank_ratio") else "",
-             "qat" if c.get("qat") else "",
-             f"excl {c['quant_exclude']}" if c.get("quant_exclude", "none") != "none" else ""]
-    return "".join(f", {p}" for p in parts if p)
+    return describe(c)
 
 
 def _num(v: Any, fmt: str = "{:.4f}") -> str:
@@ -136,6 +124,8 @@ def render(results: dict[str, Any]) -> str:
                       _num((g.get("best") or {}).get("p50_ratio"), "{:.3f}"),
                       _num((g.get("best") or {}).get("size_ratio"), "{:.3f}"),
                       _num(g["elapsed_s"], "{:.0f}")]) for g in results.get("generations") or []]
+    removed_rows = [_row([f"L:{escape(r['gene'])}", f"L:{escape(r['reason'])}"])
+                    for r in results.get("removed_genes") or []]
     fingerprint = {"machine": m, "versions": results.get("versions"),
                    "run_config": results.get("run_config")}
     title = f"petra report: {results.get('task')} on {results.get('runtime')}"
@@ -154,6 +144,10 @@ the same run:</p>
 <h2>Chosen artifact: trial {best.get('trial')}</h2>
 <pre>{escape(json.dumps(best.get('config'), indent=2))}</pre>
 <p>Artifact <code>{escape(str(best.get('artifact')))}</code>; see USAGE.md beside it.</p>
+<h2>Genes removed from this run's search space</h2>
+<p>Each technique was probed on a copy of the model before training; what cannot apply left the
+search with its reason.</p>
+{_table(["L:gene", "L:reason"], removed_rows) if removed_rows else "<p>none</p>"}
 <h2>Progress per generation</h2>
 {_table(["generation", "trials", "front size", "best p50 x", "best size x", "elapsed s"], gen_rows)}
 <h2>All trials</h2>
