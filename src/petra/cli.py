@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +36,8 @@ err_console = Console(stderr=True)
 #: the folder of the run at hand once a command knows it: its ``petra.log`` gets the run's lines
 #: and the traceback of an unexpected error
 run_log_dir: Path | None = None
+#: what ``show``, ``report`` and ``export`` read in every results.json
+RESULT_KEYS = ("petra_version", "task", "runtime", "status", "machine", "baseline")
 #: the pip command for an optional package that is missing (the module's top-level name)
 INSTALL = {
     "openvino": "pip install openvino==2026.4.1", "nncf": "pip install nncf==3.4.0",
@@ -46,7 +49,8 @@ INSTALL = {
 
 
 def one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """``text`` on one line, without the colour codes some libraries put in their messages."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(text)).split())
 
 
 def say_error(message: str) -> None:
@@ -201,6 +205,21 @@ def print_summary(results: dict) -> None:
                       markup=False, highlight=False)
 
 
+def load_run(run_dir: Path) -> dict:
+    """The results of a finished (or interrupted) run; a ``results.json`` that is not petra's is
+    a one-line error, not a KeyError later. The run's ``petra.log`` gets any traceback."""
+    from petra.handoff import load_results
+
+    global run_log_dir
+    run_log_dir = Path(run_dir) if Path(run_dir).is_dir() else None
+    results = load_results(run_dir)
+    missing = [k for k in RESULT_KEYS if not isinstance(results, dict) or k not in results]
+    if missing:
+        raise ConfigError(f"{str(Path(run_dir) / 'results.json')!r} is not a petra results file (no "
+                          f"{missing[0]!r}); pass the folder a `petra optimize` run wrote")
+    return results
+
+
 @app.command()
 def optimize(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file; flags override it"),
@@ -300,11 +319,11 @@ def report(
     out: Optional[Path] = typer.Option(None, help="HTML file to write [RUN_DIR/report.html]"),
 ) -> None:
     """Write one self-contained HTML report (Pareto plots, front, every trial, fingerprint)."""
-    from petra.handoff import load_results
     from petra.report import write_report
 
+    results = load_run(run_dir)
     try:
-        path = write_report(run_dir, load_results(run_dir), out)
+        path = write_report(run_dir, results, out)
     except OSError as exc:
         fail(f"cannot write the report ({exc.strerror}); pass --out with a writable path")
     console.print(f"wrote {path}", markup=False, highlight=False)
@@ -313,9 +332,7 @@ def report(
 @app.command()
 def show(run_dir: Path = typer.Argument(..., help="a folder written by `petra optimize`")) -> None:
     """Print a run's essentials: front, best, progress, failures, machine."""
-    from petra.handoff import load_results
-
-    results = load_results(run_dir)
+    results = load_run(run_dir)
     m = results["machine"]
     console.print(f"{results['task']} on {results['runtime']} ({m['cpu']}, {m['cores']} cores), "
                   f"status {results['status']}, petra {results['petra_version']}",
@@ -339,10 +356,10 @@ def export(
     output: Optional[Path] = typer.Option(None, help="folder to write [RUN_DIR/export/trial-N]"),
 ) -> None:
     """Hand off any trial of the front: model + manifest.json + USAGE.md."""
-    from petra.handoff import find_trial, load_results, write_handoff
+    from petra.handoff import find_trial, write_handoff
 
+    results = load_run(run_dir)
     try:
-        results = load_results(run_dir)
         dst = write_handoff(output or run_dir / "export" / f"trial-{trial}", run_dir,
                             find_trial(results, trial), results)
     except OSError as exc:
