@@ -37,7 +37,7 @@ def run(label: str, task_name: str, budget: float, out: Path, cache: Path, **fla
     results = Study(cfg, task=get_task(task_name), log=lambda s: None).run()
     trials = results["all_trials"]
     search = [t for t in trials if t["generation"] >= 0]
-    states = {s: sum(t["state"] == s for t in search) for s in ("COMPLETE", "INFEASIBLE", "PRUNED", "FAIL")}
+    states = {s: sum(t["state"] == s for t in search) for s in ("COMPLETE", "INFEASIBLE", "STOPPED", "FAIL")}
     elapsed = results["elapsed_s"]
     best = results["best"]
     return {
@@ -45,7 +45,7 @@ def run(label: str, task_name: str, budget: float, out: Path, cache: Path, **fla
         "flags": flags,
         "elapsed_s": elapsed,
         "trials": len(search),
-        "full_fidelity_trials": len(search) - states["PRUNED"],
+        "full_fidelity_trials": len(search) - states["STOPPED"],
         "states": states,
         "trials_per_hour": len(search) / elapsed * 3600,
         "generations": results["generations_completed"],
@@ -89,7 +89,7 @@ def main() -> None:
     base = by["B"]["trials_per_hour"]
     ratios = {k: r["trials_per_hour"] / base for k, r in by.items() if k != "B"}
     ratio, ratio_parallel = ratios.get("A"), ratios.get("C")
-    table = ["| engine | trials | full-fidelity | pruned | trials/hour | best p50 x | best size x "
+    table = ["| engine | trials | full-fidelity | stopped | trials/hour | best p50 x | best size x "
              "| test drop |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
     def fmt(v: float | None) -> str:
@@ -97,7 +97,7 @@ def main() -> None:
 
     for r in rows:
         table.append(f"| {r['label']} | {r['trials']} | {r['full_fidelity_trials']} "
-                     f"| {r['states']['PRUNED']} | {r['trials_per_hour']:.0f} | {fmt(r['best_p50_ratio'])} "
+                     f"| {r['states']['STOPPED']} | {r['trials_per_hour']:.0f} | {fmt(r['best_p50_ratio'])} "
                      f"| {fmt(r['best_size_ratio'])} | {r['best_test_drop']:.2f} |")
     verdict = ("trials/hour ratio " + ", ".join(f"{k}/B = {v:.2f}x" for k, v in ratios.items())
                + f" (target >= 2x): {'met' if ratios and max(ratios.values()) >= 2 else 'NOT met'}")

@@ -11,6 +11,7 @@ from petra.config import load_config
 from petra.errors import ConfigError, MeasureError
 from petra.models import Task
 from petra.optimizer.records import pareto_front
+from petra.optimizer.search import Budget
 from petra.optimizer.study import Study
 from petra.profilers import Measurement, Timing, interleaved_fastest
 from tests.conftest import TINY_SPACE
@@ -21,7 +22,7 @@ def test_results_json_fields(tiny_run):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["status"] == "complete"
     for key in ("petra_version", "task", "runtime", "device", "elapsed_s", "trials", "failed",
-                "machine", "baseline", "best", "pareto"):
+                "machine", "baseline", "best", "pareto", "removed_genes"):
         assert key in on_disk, key
     assert {"cpu", "cores"} <= set(on_disk["machine"])
     for entry in [on_disk["baseline"], on_disk["best"], *on_disk["pareto"]]:
@@ -64,7 +65,7 @@ def test_best_is_feasible_fast_and_loads_in_plain_onnxruntime(tiny_run, tiny_tas
 
 def test_pareto_entries_are_mutually_non_dominated(tiny_run):
     _, results, _ = tiny_run
-    pts = [(e["metric"]["val"], -e["latency_ms"]["p50"], -e["size_bytes"]) for e in results["pareto"]]
+    pts = [(-e["metric"]["drop_val"], -e["latency_ms"]["p50"], -e["size_bytes"]) for e in results["pareto"]]
     for a in pts:
         for b in pts:
             dominated = all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
@@ -92,7 +93,7 @@ def test_unexportable_baseline_is_a_clear_error(tiny_task, tmp_path):
     task = Task("broken", Unexportable, tiny_task.train, tiny_task.val, tiny_task.test)
     cfg = load_config(final_sessions=2, final_max_sessions=2,
                       generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
-    with pytest.raises(ConfigError, match="could not be built"):
+    with pytest.raises(ConfigError, match="does not export to ONNX"):  # the probe, before training
         Study(cfg, task=task, space=TINY_SPACE, log=lambda s: None).run()
 
 
@@ -112,21 +113,21 @@ def _four_trainable_candidates(tiny_task, tmp_path):
 
 
 def test_multi_fidelity_halves_a_generation(tiny_task, tmp_path):
-    """4 new candidates that train: all get the cheap fine-tune, 2 the full one, 2 are PRUNED."""
+    """4 new candidates that train: all get the cheap fine-tune, 2 the full one, 2 are STOPPED."""
     study, genomes, before = _four_trainable_candidates(tiny_task, tmp_path)
-    fits = study.evaluate_batch(genomes, 1)
+    fits = study.loop.evaluate_batch(genomes, 1)
     new = study.trials[before:]
     states = sorted(t.state.value for t in new)
-    assert len(new) == 4 and states.count("PRUNED") == 2, states
+    assert len(new) == 4 and states.count("STOPPED") == 2, states
     for t in new:
-        if t.state.value == "PRUNED":
+        if t.state.value == "STOPPED":
             assert "low fidelity" in t.reason and t.artifact.endswith("-low/model.onnx")
             assert t not in pareto_front(study.trials)
         else:
             assert "-low" not in t.artifact
     assert len(fits) == 4 and all(len(f) == 3 for f in fits)
     # a second call re-evaluates nothing
-    assert study.evaluate_batch(genomes, 2) == fits and len(study.trials) == before + 4
+    assert study.loop.evaluate_batch(genomes, 2) == fits and len(study.trials) == before + 4
 
 
 def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
@@ -134,16 +135,16 @@ def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
     half-ranked is recorded, and the generation ends at once."""
     study, genomes, before = _four_trainable_candidates(tiny_task, tmp_path)
     built = []
-    real_build = study.build_trials
+    real_build = study.book.build_trials
 
     def counting(configs, generation, fidelity=None):
         for item in real_build(configs, generation, fidelity):
             built.append(fidelity)
             yield item
 
-    study.build_trials = counting
-    study.out_of_time = lambda: len(built) >= 1
-    fits = study.evaluate_batch(genomes, 1)
+    study.book.build_trials = counting
+    study.budget.out_of_time = lambda: len(built) >= 1
+    fits = study.loop.evaluate_batch(genomes, 1)
     assert len(built) == 1 and built[0] is not None  # one low-fidelity build, no full one
     assert len(study.trials) == before and len(fits) == 4
 
@@ -151,13 +152,11 @@ def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
 def test_resume_into_another_search_space_is_a_one_line_error(tiny_task, tmp_path):
     """Stored genomes are indices into the space the run started with (a newer petra or an
     edited task may have narrowed a gene): resuming into another space says so up front."""
-    from dataclasses import replace
-
     cfg = load_config(final_sessions=2, final_max_sessions=2,
                       generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
     Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).store.close()
     Study(cfg, task=tiny_task, space=TINY_SPACE, resume=True, log=lambda s: None).store.close()  # same: fine
-    narrowed = replace(TINY_SPACE, prune_ratio=TINY_SPACE.prune_ratio[:1])
+    narrowed = TINY_SPACE.replace(prune_ratio=TINY_SPACE.prune_ratio[:1])
     with pytest.raises(ConfigError, match="search space changed.*gene 'prune_ratio'") as info:
         Study(cfg, task=tiny_task, space=narrowed, resume=True, log=lambda s: None)
     assert "\n" not in str(info.value)
@@ -168,11 +167,11 @@ def test_seeded_configs_skip_the_cheap_pass(tiny_task, tmp_path):
     build: the cheap pass must not discard it on a 1-epoch estimate."""
     study, genomes, before = _four_trainable_candidates(tiny_task, tmp_path)
     seed = study.space.decode(genomes[3])
-    study.seed_keys = {seed.key}
-    study.evaluate_batch(genomes, 1)
+    study.loop.seed_keys = {seed.key}
+    study.loop.evaluate_batch(genomes, 1)
     new = {t.config.key: t for t in study.trials[before:]}
-    assert len(new) == 4 and sum(t.state.value == "PRUNED" for t in new.values()) == 1  # half of 3, rounded
-    assert new[seed.key].state.value != "PRUNED" and "-low" not in new[seed.key].artifact
+    assert len(new) == 4 and sum(t.state.value == "STOPPED" for t in new.values()) == 1  # half of 3, rounded
+    assert new[seed.key].state.value != "STOPPED" and "-low" not in new[seed.key].artifact
 
 
 def _session(p50: float) -> Measurement:
@@ -214,14 +213,16 @@ def _measured(n: int, p50: float, size: int, val: float, measure_s: float):
 
 def test_final_reserve_is_what_re_measuring_the_front_and_baselines_will_take():
     """time_budget is the whole run's: the search stops while the final rounds still fit."""
-    study = Study.__new__(Study)  # the budget rule alone, on real trials; no search is run
-    study.cfg = load_config(final_sessions=3, time_budget=10)
     base = _measured(0, p50=1.0, size=100, val=99.0, measure_s=0.5)
     fast = _measured(1, p50=0.5, size=50, val=98.8, measure_s=0.2)  # on the front
     slow = _measured(2, p50=2.0, size=200, val=98.0, measure_s=9.0)  # dominated: not re-measured
-    study.baselines, study.trials = {"onnxruntime": base}, [base, fast, slow]
-    assert study.final_reserve() == pytest.approx(3 * (0.5 + 0.2))
-    study.start = time.monotonic() - 7.5  # 7.5 s spent + 2.1 s reserved < 10 s
-    assert not study.out_of_time()
-    study.start = time.monotonic() - 8.0  # 8 + 2.1 >= 10: stop searching now
-    assert study.out_of_time()
+
+    def to_remeasure():  # what TrialBook.to_remeasure gives: the baselines and the front, once
+        return list({id(t): t for t in [base, *pareto_front([base, fast, slow])]}.values())
+
+    budget = Budget(10, 3, to_remeasure)
+    assert budget.final_reserve() == pytest.approx(3 * (0.5 + 0.2))
+    budget.start = time.monotonic() - 7.5  # 7.5 s spent + 2.1 s reserved < 10 s
+    assert not budget.out_of_time()
+    budget.start = time.monotonic() - 8.0  # 8 + 2.1 >= 10: stop searching now
+    assert budget.out_of_time()

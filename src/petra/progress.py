@@ -1,9 +1,9 @@
-"""What a running study tells the outside world: a small event interface and its sinks.
+"""The sinks people and CI watch a study through.
 
-The study emits events (trial started, stage reached, trial ended, generation ended, finished);
-sinks decide what to do with them: a live rich status line for people, plain lines for logs and
-tests, one JSON object per line for CI, or MLflow runs. Keeping them behind one interface means
-the study never branches on how it is being watched.
+The study emits events through the protocol of ``petra.optimizer.events`` (trial started,
+stage reached, trial ended, generation ended, finished); the sinks here decide what to do with
+them: a live rich status line for people, plain lines for logs and tests, one JSON object per
+line for CI (MLflow is ``petra.tracking``). The study never branches on how it is watched.
 """
 
 from __future__ import annotations
@@ -14,109 +14,27 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from petra.optimizer.events import Events, Fanout, LogEvents, generation_line, removed_line, trial_line
 
-class Progress:
-    """No-op sink; subclasses override what they care about."""
+__all__ = ["Events", "Fanout", "JsonProgress", "PlainProgress", "Progress", "QuietProgress", "RichProgress",
+           "generation_line", "trial_line"]
 
-    def run_start(self, info: dict[str, Any]) -> None: ...
-
-    def message(self, text: str) -> None: ...
-
-    def trial_start(self, number: int, generation: int, config: dict[str, Any]) -> None: ...
-
-    def stage(self, name: str) -> None: ...
-
-    def trial_end(self, entry: dict[str, Any]) -> None: ...
-
-    def generation_end(self, summary: dict[str, Any]) -> None: ...
-
-    def finish(self, results: dict[str, Any], out_dir: Any) -> None: ...
-
-    def close(self) -> None: ...
+#: the sinks' base class under its older name
+Progress = Events
 
 
-class Fanout(Progress):
-    """Several sinks at once (the terminal and MLflow, say)."""
-
-    def __init__(self, *sinks: Progress) -> None:
-        self.sinks = [s for s in sinks if s is not None]
-
-    def run_start(self, info):
-        for s in self.sinks:
-            s.run_start(info)
-
-    def message(self, text):
-        for s in self.sinks:
-            s.message(text)
-
-    def trial_start(self, number, generation, config):
-        for s in self.sinks:
-            s.trial_start(number, generation, config)
-
-    def stage(self, name):
-        for s in self.sinks:
-            s.stage(name)
-
-    def trial_end(self, entry):
-        for s in self.sinks:
-            s.trial_end(entry)
-
-    def generation_end(self, summary):
-        for s in self.sinks:
-            s.generation_end(summary)
-
-    def finish(self, results, out_dir):
-        for s in self.sinks:
-            s.finish(results, out_dir)
-
-    def close(self):
-        for s in self.sinks:
-            s.close()
-
-
-def trial_line(e: dict[str, Any]) -> str:
-    c = e["config"]
-    desc = (f"prune={c['prune_ratio']:.1f} ep={c['epochs']} reg={c['regularizer']} "
-            f"{c['precision']} thr={c['threads']}")
-    if c.get("runtime", "onnxruntime") != "onnxruntime":
-        desc = f"ov {desc} {c.get('ov_precision', '')}"
-    if e.get("latency_ms") is None:
-        return f"  #{e['trial']:<3} {desc:<48} FAIL  {e.get('reason')}"
-    m = e["metric"]
-    return (f"  #{e['trial']:<3} {desc:<48} {e['state']:<10} {m['name']}={m['val']:.2f} "
-            f"p50={e['latency_ms']['p50']:.4f}ms size={e['size_bytes'] / 1e3:.0f}kB "
-            f"({e['elapsed_s']:.1f}s)")
-
-
-def generation_line(s: dict[str, Any]) -> str:
-    best = s.get("best")
-    best_txt = (f", best feasible p50 {best['p50_ratio']:.3f}x size {best['size_ratio']:.3f}x "
-                f"{best['metric']:.2f}" if best else ", no feasible candidate yet")
-    return (f"generation {s['generation']}/{s['generations']}: {s['trials']} trials, "
-            f"front {s['front_size']}{best_txt}, elapsed {s['elapsed_s']:.0f}s")
-
-
-class PlainProgress(Progress):
+class PlainProgress(LogEvents):
     """One line per event through a ``log`` callable (print, a logger, a list's append)."""
 
     def __init__(self, log: Callable[[str], None] = print) -> None:
-        self.log = log
-
-    def message(self, text: str) -> None:
-        self.log(text)
-
-    def trial_end(self, entry: dict[str, Any]) -> None:
-        self.log(trial_line(entry))
-
-    def generation_end(self, summary: dict[str, Any]) -> None:
-        self.log(generation_line(summary))
+        super().__init__(log)
 
 
-class QuietProgress(Progress):
+class QuietProgress(Events):
     """Nothing while running: CI logs get the final summary only."""
 
 
-class JsonProgress(Progress):
+class JsonProgress(Events):
     """One JSON object per event on a stream: machine-readable CI logs."""
 
     def __init__(self, stream=None) -> None:
@@ -131,6 +49,9 @@ class JsonProgress(Progress):
 
     def message(self, text):
         self._emit("message", text=text)
+
+    def genes_removed(self, removed):
+        self._emit("genes_removed", removed=[{"gene": g, "reason": r} for g, r in removed])
 
     def trial_start(self, number, generation, config):
         self._emit("trial_start", trial=number, generation=generation, config=config)
@@ -151,7 +72,7 @@ class JsonProgress(Progress):
                    best=results.get("best", {}).get("ratios_to_baseline"))
 
 
-class RichProgress(Progress):
+class RichProgress(Events):
     """A live status line (generation, candidate, stage, ETA, front, best) above which trial
     lines scroll; the ETA is the smaller of the budget left and the pace of the generations."""
 
@@ -203,6 +124,10 @@ class RichProgress(Progress):
     def message(self, text):
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
         self._refresh()
+
+    def genes_removed(self, removed):
+        if removed:
+            self.message(removed_line(removed))
 
     def trial_start(self, number, generation, config):
         self.state.update(trial=number, stage="build")

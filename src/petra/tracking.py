@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from petra.errors import ConfigError
-from petra.progress import Progress
+from petra.optimizer.events import Events
 
 
-class MlflowProgress(Progress):
+class MlflowProgress(Events):
     def __init__(self, uri: str, experiment: str = "petra") -> None:
         try:
             import mlflow

@@ -1,11 +1,20 @@
+import dataclasses
+
+import pytest
+
+from petra.models.base import ACCURACY, Metric
 from petra.optimizer.genome import CandidateConfig
 from petra.optimizer.records import Prefer, Trial, TrialState, dominates, pareto_front, pick_best
 from petra.profilers.measure import Measurement
 from petra.profilers.timing import Timing
 
+MSE = Metric("mse", lambda out, y: float(((out - y) ** 2).mean()), higher_is_better=False)
 
-def _trial(n, val, p50, size, state=TrialState.COMPLETE, drop=0.0, thr_p50=None):
+
+def _trial(n, val, p50, size, state=TrialState.COMPLETE, drop=None, thr_p50=None, metric=ACCURACY, base=99.0):
+    """A measured trial; its drop is against a baseline scoring ``base``, unless given."""
     m = Measurement(Timing((p50,) * 5, 0), 8, Timing(((thr_p50 or p50 * 4),) * 5, 0), size, 0.0, {})
+    drop = metric.drop(base, val) if drop is None else drop
     return Trial(n, 0, CandidateConfig(prune_ratio=n / 100), state, val=val, test=val, drop=drop,
                  measurement=m)
 
@@ -55,5 +64,35 @@ def test_nondominated_rank():
     a = _trial(1, 99.0, 1.0, 1000)
     b = _trial(2, 98.0, 2.0, 2000)  # dominated by a
     c = _trial(3, 99.5, 3.0, 500)  # trade-off with a
-    d = _trial(4, 99.9, 0.1, 10, TrialState.PRUNED, drop=2.0)  # pruned ranks like infeasible
+    d = _trial(4, 99.9, 0.1, 10, TrialState.STOPPED_EARLY, drop=2.0)  # stopped ranks like infeasible
     assert nondominated_rank([a, b, c, d]) == [0, 1, 0, 2]
+
+
+def test_lower_is_better_metric_is_minimised():
+    """An MSE: the trial with the lower error has the higher metric objective and, all else
+    equal, dominates; the one with the higher error is not on the front."""
+    low = _trial(1, 0.20, 1.0, 1000, metric=MSE, base=0.25)  # better than the baseline
+    high = _trial(2, 0.40, 1.0, 1000, metric=MSE, base=0.25)
+    assert low.drop == pytest.approx(-0.05) and high.drop == pytest.approx(0.15)
+    assert low.fitness()[0] > high.fitness()[0]
+    assert dominates(low, high) and not dominates(high, low)
+    assert pareto_front([high, low]) == [low]
+    # a trade-off: more error for less latency stays on the front beside the accurate one
+    fast = _trial(3, 0.30, 0.5, 1000, metric=MSE, base=0.25)
+    assert pareto_front([high, low, fast]) == [fast, low]
+
+
+def test_fitness_is_the_negated_drop_for_either_direction():
+    """Accuracy 97 against 99 and MSE 0.27 against 0.25 are both a loss of 2 / 0.02 points."""
+    acc = _trial(1, 97.0, 1.0, 1000)
+    mse = _trial(2, 0.27, 1.0, 1000, metric=MSE, base=0.25)
+    assert acc.fitness()[0] == pytest.approx(-2.0) and mse.fitness()[0] == pytest.approx(-0.02)
+
+
+def test_trials_are_immutable_and_old_pruned_state_reads():
+    t = _trial(1, 98.0, 1.0, 1000)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.state = TrialState.INFEASIBLE
+    stopped = dataclasses.replace(t, state=TrialState.STOPPED_EARLY)
+    assert t.state is TrialState.COMPLETE and stopped.entry("accuracy")["state"] == "STOPPED"
+    assert TrialState("PRUNED") is TrialState.STOPPED_EARLY  # stores and results from before the rename

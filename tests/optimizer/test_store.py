@@ -1,5 +1,6 @@
 """The study store, and resume after kill -9 / Ctrl-C of a real `petra optimize` process."""
 
+import dataclasses
 import json
 import signal
 import sqlite3
@@ -11,7 +12,7 @@ import pytest
 
 from petra.optimizer.genome import CandidateConfig
 from petra.optimizer.records import Trial, TrialState
-from petra.optimizer.store import StudyStore
+from petra.optimizer.store import TRIALS, StudyStore
 from petra.profilers.measure import Measurement
 from petra.profilers.timing import Timing
 
@@ -46,6 +47,32 @@ def test_roundtrip_and_wal(tmp_path):
     assert store.last_population() == (1, [(2, 2), (3, 3)])
     store.set_meta("baseline", 1)
     assert store.get_meta("baseline") == 1 and store.get_meta("missing", 7) == 7
+
+
+def test_update_trial_replaces_the_record(tmp_path):
+    store = StudyStore(tmp_path / "study.db")
+    t = _trial(1)
+    store.save_trial(t, (1, 2))
+    faster = dataclasses.replace(t.measurement, rounds=3)
+    store.update_trial(dataclasses.replace(t, drop=-0.2, measurement=faster))
+    (back,) = store.trials()
+    assert back.drop == -0.2 and back.measurement.rounds == 3 and back.config == t.config
+
+
+def test_a_store_with_pruned_trials_reads_and_takes_stopped_ones(tmp_path):
+    """Before the rename successive halving's state was PRUNED, and the table's CHECK knew only
+    that name: opening such a store renames the state and accepts STOPPED."""
+    path = tmp_path / "study.db"
+    old = sqlite3.connect(path)
+    old.executescript(TRIALS.replace("'STOPPED'", "'PRUNED'"))
+    old.execute("INSERT INTO trials (number, key, generation, state, config, finished) "
+                "VALUES (0, 'k0', 1, 'PRUNED', ?, 0)", (json.dumps(CandidateConfig().to_json()),))
+    old.commit()
+    old.close()
+    store = StudyStore(path)
+    assert [t.state for t in store.trials()] == [TrialState.STOPPED_EARLY]
+    store.save_trial(_trial(1, TrialState.STOPPED_EARLY))
+    assert [t.state for t in store.trials()] == [TrialState.STOPPED_EARLY] * 2
 
 
 def _start(out, *extra):

@@ -3,11 +3,11 @@ processes, or a Ray cluster whose labelled nodes are the target hardware)."""
 
 from __future__ import annotations
 
-from petra.executors.base import Executor, Job, Outcome, evaluate_here, failure_reason
+from petra.executors.base import Executor, Job, Outcome, failure_reason
 from petra.executors.local import ParallelExecutor, SequentialExecutor
 
-__all__ = ["Executor", "Job", "Outcome", "ParallelExecutor", "SequentialExecutor", "evaluate_here",
-           "failure_reason", "make_executor"]
+__all__ = ["Executor", "Job", "Outcome", "ParallelExecutor", "SequentialExecutor", "failure_reason",
+           "make_executor"]
 
 
 def make_executor(cfg) -> Executor:

@@ -13,6 +13,7 @@ are the target hardware. Whatever the engine, two rules hold:
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from petra.exporters import Artifact
     from petra.optimizer.genome import CandidateConfig
     from petra.pipeline import Built, CandidateBuilder, Fidelity
-    from petra.profilers import Measurement, TimingPolicy
+    from petra.profilers import Measurement, MeasureRequest, TimingPolicy
 
 
 @dataclass(frozen=True)
@@ -66,16 +67,6 @@ def failure_reason(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {exc}{where}"
 
 
-def evaluate_here(builder: CandidateBuilder, job: Job) -> Outcome:
-    """Build and measure one job in this process (the sequential executor's whole work)."""
-    t0 = time.monotonic()
-    try:
-        built = builder.evaluate(job.config, job.fidelity)
-    except Exception as exc:  # failure_reason re-raises a user error
-        return Outcome(job, reason=failure_reason(exc), elapsed_s=time.monotonic() - t0)
-    return Outcome(job, built=built, elapsed_s=time.monotonic() - t0)
-
-
 class Executor(ABC):
     """An engine that evaluates jobs with one ``CandidateBuilder``'s recipe."""
 
@@ -97,7 +88,51 @@ class Executor(ABC):
 
     def measure(self, config: CandidateConfig, artifact: Artifact, policy: TimingPolicy) -> Measurement:
         """Re-measure a finished artifact on the target (the final interleaved rounds)."""
-        return self.builder.measure(config, artifact, policy)
+        return self.builder.measurer.measure(self.builder.request(config, artifact, policy))
+
+    # -- build -> measure -> score, put together once for every engine ----------------------
+    def build(self, job: Job, timings: dict[str, float]) -> Artifact:
+        """Train, export and quantize in this process (a training worker's ``_BUILDER`` too)."""
+        return self.builder.build(job.config, timings, job.fidelity)
+
+    def request(self, job: Job, artifact: Artifact, eval_inputs: tuple[Path, ...] = ()) -> MeasureRequest:
+        """What the target measures for a job: at its fidelity's timing policy (the search's
+        when none), with the metric's inputs."""
+        policy = job.fidelity.timing if job.fidelity else None
+        return self.builder.request(job.config, artifact, policy, eval_inputs)
+
+    def measure_here(self, job: Job, artifact: Artifact, timings: dict[str, float],
+                     quiet=contextlib.nullcontext) -> Measurement:
+        """In the study's isolated worker: compile, metric outputs and timing all happen there,
+        so a runtime that crashes on this artifact takes the worker down, never the search.
+        ``quiet()`` wraps it (the parallel executor pauses its training processes there)."""
+        self.builder.on_stage("measure")
+        t0 = time.perf_counter()
+        with quiet():
+            m = self.builder.measurer.measure(self.request(job, artifact, self.builder.eval_files()))
+        timings["measure_s"] = time.perf_counter() - t0
+        return m
+
+    def score(self, job: Job, artifact: Artifact, m: Measurement, timings: dict[str, float],
+              started: float, **extra) -> Outcome:
+        """The outcome of a measured artifact: the task metric on the outputs the runtime gave."""
+        try:
+            built = self.builder.scored(job.config, artifact, m, timings)
+        except Exception as exc:  # failure_reason re-raises a user error
+            return self.failed(job, failure_reason(exc), started, **extra)
+        return Outcome(job, built=built, elapsed_s=time.monotonic() - started, **extra)
+
+    def measure_and_score(self, job: Job, artifact: Artifact, timings: dict[str, float], started: float,
+                          quiet=contextlib.nullcontext, **extra) -> Outcome:
+        try:
+            m = self.measure_here(job, artifact, timings, quiet)
+        except Exception as exc:
+            return self.failed(job, failure_reason(exc), started, **extra)
+        return self.score(job, artifact, m, timings, started, **extra)
+
+    @staticmethod
+    def failed(job: Job, reason: str, started: float, **extra) -> Outcome:
+        return Outcome(job, reason=reason, elapsed_s=time.monotonic() - started, **extra)
 
     def describe(self) -> dict:
         return {"name": self.name}

@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from petra.errors import ConfigError
-from petra.executors.base import Executor, Job, Outcome, evaluate_here, failure_reason
+from petra.executors.base import Executor, Job, Outcome, failure_reason
 
 #: a job whose training process died this often is recorded FAIL instead of started again
 MAX_RETRIES = 2
@@ -35,7 +35,13 @@ class SequentialExecutor(Executor):
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
         for job in jobs:
-            yield evaluate_here(self.builder, job)
+            t0, timings = time.monotonic(), {}
+            try:
+                art = self.build(job, timings)
+            except Exception as exc:  # failure_reason re-raises a user error
+                yield self.failed(job, failure_reason(exc), t0)
+                continue
+            yield self.measure_and_score(job, art, timings, t0)
 
 
 # -- the training worker process ------------------------------------------------------------
@@ -142,18 +148,6 @@ class ParallelExecutor(Executor):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
 
-    def _measure(self, job: Job, art_path: Path, timings: dict[str, float], t0: float,
-                 retries: int) -> Outcome:
-        from petra.exporters import Artifact
-
-        try:
-            built = self.builder.finish(job.config, Artifact.of(art_path), timings, job.fidelity,
-                                        quiet=self.paused)
-        except Exception as exc:
-            return Outcome(job, reason=failure_reason(exc), elapsed_s=time.monotonic() - t0,
-                           retries=retries)
-        return Outcome(job, built=built, elapsed_s=time.monotonic() - t0, retries=retries)
-
     def _claimed(self) -> dict[int, int]:
         """pid -> index of the job that process is building now."""
         out = {}
@@ -192,6 +186,8 @@ class ParallelExecutor(Executor):
         return over
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
+        from petra.exporters import Artifact
+
         started: dict[int, float] = {}
         running_since: dict[int, float] = {}
         retries: dict[int, int] = {}
@@ -205,8 +201,7 @@ class ParallelExecutor(Executor):
             pending[self.pool.submit(_build, job.config, job.fidelity, job.index, self._claims)] = job
 
         def gave_up(job: Job, reason: str) -> Outcome:
-            return Outcome(job, reason=reason, retries=retries.get(job.index, 0),
-                           elapsed_s=time.monotonic() - started[job.index])
+            return self.failed(job, reason, started[job.index], retries=retries.get(job.index, 0))
 
         for job in jobs:
             submit(job)
@@ -228,7 +223,8 @@ class ParallelExecutor(Executor):
                     except Exception as exc:
                         yield gave_up(job, failure_reason(exc))
                         continue
-                    yield self._measure(job, art_path, timings, t0, n)
+                    yield self.measure_and_score(job, Artifact.of(art_path), timings, t0, quiet=self.paused,
+                                                 retries=n)
                 if not lost:
                     continue
                 # a training process died (stopped here, killed by the OS, a native crash): the

@@ -104,8 +104,7 @@ class TargetMeasurer:
             m = self.measurer.measure(req)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        m.node = self.node_id
-        return m
+        return replace(m, node=self.node_id)
 
 
 # -- the driver side ------------------------------------------------------------------------
@@ -225,8 +224,7 @@ class RayExecutor(Executor):
             training[ref] = job
 
         def failed(job: Job, reason: str) -> Outcome:
-            return Outcome(job, reason=reason, elapsed_s=time.monotonic() - started[job.index],
-                           retries=retries.get(job.index, 0))
+            return self.failed(job, reason, started[job.index], retries=retries.get(job.index, 0))
 
         for job in jobs:
             train(job)
@@ -238,9 +236,9 @@ class RayExecutor(Executor):
                 while idle and waiting:
                     job, art, payload = waiting.popleft()
                     actor = idle.popleft()
-                    req = self.builder.request(job.config, art, job.fidelity.timing if job.fidelity else None)
+                    req = self.request(job, art)
                     ref = actor.measure.remote(req, payload["main"], payload["files"], True)
-                    measuring[ref] = (actor, job, art, payload)
+                    measuring[ref] = (actor, job, art, payload, time.perf_counter())
                 ready, _ = ray.wait(list(training) + list(measuring), num_returns=1, timeout=5.0)
                 for ref in ready:
                     if ref in training:
@@ -265,7 +263,7 @@ class RayExecutor(Executor):
                             continue
                         waiting.append((job, art, payload))
                         continue
-                    actor, job, art, payload = measuring.pop(ref)
+                    actor, job, art, payload, t_measure = measuring.pop(ref)
                     try:
                         m = ray.get(ref)
                     except ray.exceptions.RayTaskError as exc:
@@ -279,13 +277,9 @@ class RayExecutor(Executor):
                         waiting.appendleft((job, art, payload))
                         continue
                     idle.append(actor)
-                    try:
-                        built = self.builder.scored(job.config, art, m, payload["timings"])
-                    except Exception as exc:
-                        yield failed(job, failure_reason(exc))
-                        continue
-                    yield Outcome(job, built=built, elapsed_s=time.monotonic() - started[job.index],
-                                  retries=retries.get(job.index, 0), extra={"train_node": payload["node"]})
+                    timings = payload["timings"] | {"measure_s": time.perf_counter() - t_measure}
+                    yield self.score(job, art, m, timings, started[job.index],
+                                     retries=retries.get(job.index, 0), extra={"train_node": payload["node"]})
         finally:
             for ref in list(training) + list(measuring):  # budget spent: abandon the rest
                 try:

@@ -2,7 +2,9 @@
 
 PyGAD's NSGA-II maximises every objective and knows no constraints. Constraint-domination
 (Deb 2000) is encoded in the fitness itself: a feasible candidate's fitness is
-(metric, -p50, -size); an infeasible one gets the same very low value on every objective,
+(-drop, -p50, -size), the drop being the metric lost against the FP32 baseline in the
+metric's own direction (``Metric.drop``), so an MSE is minimised like an accuracy is
+maximised; an infeasible one gets the same very low value on every objective,
 lower the larger its violation, so any feasible candidate dominates any infeasible one and
 infeasible candidates are ranked by violation alone. A failed build is worse than both.
 """
@@ -24,11 +26,20 @@ class TrialState(str, Enum):
     COMPLETE = "COMPLETE"
     INFEASIBLE = "INFEASIBLE"
     FAIL = "FAIL"
-    PRUNED = "PRUNED"  # stopped after its low-fidelity evaluation (successive halving)
+    #: stopped after its low-fidelity evaluation (successive halving); once spelled "PRUNED"
+    STOPPED_EARLY = "STOPPED"
+
+    @classmethod
+    def _missing_(cls, value):
+        """Stores and results.json written before the rename still read."""
+        return cls.STOPPED_EARLY if value == "PRUNED" else None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Trial:
+    """A finished trial: an immutable record; a change of state is a new record
+    (``dataclasses.replace``) that the study puts in place of the old one."""
+
     number: int
     generation: int
     config: CandidateConfig
@@ -49,11 +60,13 @@ class Trial:
         return self.state is TrialState.COMPLETE
 
     def fitness(self) -> list[float]:
+        """Every objective higher-is-better. The metric's is the negated drop, not the raw
+        metric: maximising a raw MSE would search for the worst model."""
         if self.state is TrialState.FAIL or self.measurement is None:
             return [FAILED] * 3
-        if self.state in (TrialState.INFEASIBLE, TrialState.PRUNED):
+        if self.state in (TrialState.INFEASIBLE, TrialState.STOPPED_EARLY):
             return [INFEASIBLE_BASE - max(0.0, float(self.drop or 0.0))] * 3
-        return [float(self.val), -self.measurement.p50_ms, -self.measurement.size_bytes / 1e6]
+        return [-float(self.drop), -self.measurement.p50_ms, -self.measurement.size_bytes / 1e6]
 
     def entry(self, metric_name: str) -> dict:
         """The ENTRY shape of results.json; measurement figures flattened beside the config."""

@@ -21,21 +21,13 @@ from petra.optimizer.records import Trial, TrialState
 from petra.profilers.measure import Measurement
 from petra.profilers.timing import Timing
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS study (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    created REAL NOT NULL,
-    petra_version TEXT NOT NULL,
-    task TEXT NOT NULL,
-    runtime TEXT NOT NULL,
-    run_config TEXT NOT NULL
-);
+TRIALS = """
 CREATE TABLE IF NOT EXISTS trials (
     number INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,
     generation INTEGER NOT NULL,
     genome TEXT,
-    state TEXT NOT NULL CHECK (state IN ('COMPLETE', 'INFEASIBLE', 'FAIL', 'PRUNED')),
+    state TEXT NOT NULL CHECK (state IN ('COMPLETE', 'INFEASIBLE', 'FAIL', 'STOPPED')),
     reason TEXT,
     config TEXT NOT NULL,
     val REAL, test REAL, drop_val REAL,
@@ -45,6 +37,16 @@ CREATE TABLE IF NOT EXISTS trials (
     stage_s TEXT,
     elapsed_s REAL,
     finished REAL NOT NULL
+);
+"""
+SCHEMA = TRIALS + """
+CREATE TABLE IF NOT EXISTS study (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    created REAL NOT NULL,
+    petra_version TEXT NOT NULL,
+    task TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    run_config TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS populations (
     generation INTEGER PRIMARY KEY,
@@ -92,6 +94,20 @@ class StudyStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._rename_pruned()
+
+    def _rename_pruned(self) -> None:
+        """A store from before STOPPED was named PRUNED: its table's CHECK refuses the new
+        name, so the table is copied into the current schema with the state renamed."""
+        ddl = self.db.execute("SELECT sql FROM sqlite_master WHERE name = 'trials'").fetchone()[0]
+        if "'PRUNED'" not in ddl:
+            return
+        cols = [row[1] for row in self.db.execute("PRAGMA table_info(trials)")]
+        select = ", ".join("CASE state WHEN 'PRUNED' THEN 'STOPPED' ELSE state END" if c == "state"
+                           else c for c in cols)
+        self.db.executescript(f"BEGIN; ALTER TABLE trials RENAME TO trials_pruned; {TRIALS} "
+                              f"INSERT INTO trials ({', '.join(cols)}) SELECT {select} FROM trials_pruned; "
+                              "DROP TABLE trials_pruned; COMMIT;")
 
     def close(self) -> None:
         self.db.close()
@@ -117,24 +133,28 @@ class StudyStore:
         return json.loads(row[0]) if row else default
 
     # -- trials ---------------------------------------------------------------------------
-    def save_trial(self, t: Trial, genome: tuple[int, ...] | None = None) -> None:
+    @staticmethod
+    def _columns(t: Trial) -> dict[str, Any]:
+        """What a trial's record sets beside its key, config and genome."""
         m = t.measurement
-        self.db.execute(
-            "INSERT INTO trials (number, key, generation, genome, state, reason, config, val, test, "
-            "drop_val, p50_ms, size_bytes, measurement, artifact, stage_s, elapsed_s, finished) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (t.number, t.config.key, t.generation, json.dumps(genome) if genome else None,
-             t.state.value, t.reason, json.dumps(t.config.to_json()), t.val, t.test, t.drop,
-             m.p50_ms if m else None, m.size_bytes if m else None,
-             json.dumps(measurement_to_state(m), default=str) if m else None, t.artifact,
-             json.dumps(t.stage_s), t.elapsed_s, time.time()),
-        )
+        return {"generation": t.generation, "state": t.state.value, "reason": t.reason, "val": t.val,
+                "test": t.test, "drop_val": t.drop, "p50_ms": m.p50_ms if m else None,
+                "size_bytes": m.size_bytes if m else None,
+                "measurement": json.dumps(measurement_to_state(m), default=str) if m else None,
+                "artifact": t.artifact, "stage_s": json.dumps(t.stage_s), "elapsed_s": t.elapsed_s}
 
-    def update_measurement(self, t: Trial) -> None:
-        """The final interleaved re-measurement replaces the search's figures."""
-        self.db.execute("UPDATE trials SET measurement = ?, p50_ms = ? WHERE number = ?",
-                        (json.dumps(measurement_to_state(t.measurement), default=str),
-                         t.measurement.p50_ms, t.number))
+    def save_trial(self, t: Trial, genome: tuple[int, ...] | None = None) -> None:
+        cols = {"number": t.number, "key": t.config.key, "genome": json.dumps(genome) if genome else None,
+                "config": json.dumps(t.config.to_json()), **self._columns(t), "finished": time.time()}
+        self.db.execute(f"INSERT INTO trials ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        tuple(cols.values()))
+
+    def update_trial(self, t: Trial) -> None:
+        """A trial's newer record (re-measured figures, a drop against the chosen baseline)
+        replaces the stored one; its key, config and genome stay."""
+        cols = self._columns(t)
+        self.db.execute(f"UPDATE trials SET {', '.join(f'{c} = ?' for c in cols)} WHERE number = ?",
+                        (*cols.values(), t.number))
 
     def trials(self) -> list[Trial]:
         rows = self.db.execute(

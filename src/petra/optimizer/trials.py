@@ -1,0 +1,147 @@
+"""The trial book: every finished trial of a run, the FP32 baselines, and how an executor's
+outcome becomes a record (its drop against the baseline, feasibility, its reason).
+
+A trial is appended to the store, ``trials.jsonl`` and the sinks the moment it is recorded.
+Records are immutable: a later figure (a re-measurement, a drop against the baseline chosen
+after it) is a new record put in the old one's place, in the list and in the store alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from petra.executors import Executor, Job, Outcome
+from petra.models.base import Task
+from petra.optimizer.events import Events
+from petra.optimizer.genome import CandidateConfig
+from petra.optimizer.records import Trial, TrialState, pareto_front
+from petra.optimizer.store import StudyStore
+from petra.pipeline import Fidelity
+
+
+class TrialBook:
+    def __init__(self, task: Task, max_drop: float, out: Path, store: StudyStore, events: Events,
+                 clock: Callable[[], float]) -> None:
+        self.task, self.max_drop, self.out = task, max_drop, out
+        self.store, self.events, self.clock = store, events, clock
+        #: where candidates are built and measured; set when the study starts it
+        self.executor: Executor | None = None
+        self.trials: list[Trial] = []
+        self.by_key: dict[str, Trial] = {}
+        #: the reference of every drop and ratio: the fastest FP32 baseline
+        self.baseline: Trial | None = None
+        #: the FP32 baseline of each runtime (f32 forced on OpenVINO)
+        self.baselines: dict[str, Trial] = {}
+        #: validation outputs by config key: paired-bootstrap bounds of the drop need them
+        self.val_outputs: dict[str, object] = {}
+
+    def load(self) -> None:
+        """The finished trials and baselines of an earlier run in the store."""
+        self.trials = self.store.trials()
+        self.by_key = {t.config.key: t for t in self.trials}
+        base = self.store.get_meta("baseline")
+        self.baseline = self.trials[base] if base is not None else None
+        self.baselines = {r: self.trials[n] for r, n in self.store.get_meta("baselines", {}).items()}
+
+    def set_baselines(self, baselines: dict[str, Trial], best: Trial) -> None:
+        self.baselines, self.baseline = dict(baselines), best
+        self.store.set_meta("baseline", best.number)
+        self.store.set_meta("baselines", {r: b.number for r, b in self.baselines.items()})
+
+    def front(self) -> list[Trial]:
+        return pareto_front(self.trials)
+
+    def to_remeasure(self) -> list[Trial]:
+        """The baselines and the front: what the final re-measurement times, each once."""
+        todo = {id(t): t for t in [*self.baselines.values(), *self.front()]}
+        return list(todo.values())
+
+    # -- building ---------------------------------------------------------------------------
+    def run_trial(self, config: CandidateConfig, generation: int, genome=None) -> Trial:
+        """The recorded trial of ``config``: built and measured once, then from the book."""
+        config = config.canonical()
+        if config.key in self.by_key:
+            return self.by_key[config.key]
+        return self.record(self.build_trial(config, generation), genome)
+
+    def build_trial(self, config: CandidateConfig, generation: int,
+                    fidelity: Fidelity | None = None) -> Trial:
+        """Build and measure one candidate; not recorded yet (see ``record``)."""
+        trials = self.build_trials([config], generation, fidelity)
+        try:
+            return next(trials)[1]
+        finally:
+            trials.close()  # now, not in a finalizer (where a Ctrl-C would be dropped)
+
+    def build_trials(self, configs: list[CandidateConfig], generation: int,
+                     fidelity: Fidelity | None = None) -> Iterator[tuple[int, Trial]]:
+        """(position in ``configs``, trial) as each one finishes on the executor, in any order;
+        closing the iterator early abandons the rest (budget spent)."""
+        for i, c in enumerate(configs):
+            self.events.trial_start(len(self.trials) + i, generation, c.to_json())
+        outcomes = self.executor.run(Job(i, c, fidelity) for i, c in enumerate(configs))
+        try:
+            for outcome in outcomes:
+                yield outcome.job.index, self.judge(outcome, generation)
+        finally:
+            outcomes.close()
+
+    def judge(self, outcome: Outcome, generation: int) -> Trial:
+        """The record of an outcome: FAIL with its reason, or scored against the baseline and
+        COMPLETE or INFEASIBLE by the drop feasibility is decided on."""
+        config, built = outcome.job.config, outcome.built
+        if built is None:
+            return Trial(number=len(self.trials), generation=generation, config=config,
+                         state=TrialState.FAIL, reason=outcome.reason, elapsed_s=outcome.elapsed_s)
+        self.val_outputs[config.key] = built.val_outputs
+        base_val = self.baseline.val if self.baseline is not None else built.val
+        drop = self.task.metric.drop(base_val, built.val)
+        bounds = self._drop_bounds(config)
+        decisive = bounds[1] if bounds is not None else drop
+        state, reason = TrialState.COMPLETE, None
+        if decisive > self.max_drop:
+            state, reason = TrialState.INFEASIBLE, f"metric drop {decisive:.2f} > max_drop {self.max_drop}"
+            if bounds is not None:
+                reason += f" (upper {self.task.drop_confidence:.0%} bound; point {drop:.2f})"
+        return Trial(number=len(self.trials), generation=generation, config=config, state=state,
+                     reason=reason, val=built.val, test=built.test, drop=drop, drop_bounds=bounds,
+                     measurement=built.measurement, artifact=str(built.artifact.path.relative_to(self.out)),
+                     stage_s=built.stage_s, elapsed_s=outcome.elapsed_s)
+
+    def _drop_bounds(self, config: CandidateConfig) -> tuple[float, float] | None:
+        """For tasks with small validation sets (``Task.drop_confidence``), the paired-bootstrap
+        bounds of the drop: feasibility is then decided on the upper one."""
+        if not self.task.drop_confidence or self.baseline is None:
+            return None
+        base_out = self.val_outputs.get(self.baseline.config.key)
+        if base_out is None:
+            return None
+        return self.task.drop_interval(base_out, self.val_outputs[config.key])
+
+    # -- the record -------------------------------------------------------------------------
+    def record(self, trial: Trial, genome=None) -> Trial:
+        """A finished trial goes to the store, trials.jsonl and the sinks at once."""
+        trial = replace(trial, number=len(self.trials))
+        self.trials.append(trial)
+        self.by_key[trial.config.key] = trial
+        self.store.save_trial(trial, genome)
+        self.store.set_meta("elapsed_s", self.clock())
+        entry = trial.entry(self.task.metric.name)
+        with open(self.out / "trials.jsonl", "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        self.events.trial_end(entry)
+        return trial
+
+    def update(self, trial: Trial) -> Trial:
+        """``trial``, a newer record of a recorded one, takes its place everywhere."""
+        old = self.trials[trial.number]
+        self.trials[trial.number] = trial
+        self.by_key[trial.config.key] = trial
+        self.baselines = {r: trial if b is old else b for r, b in self.baselines.items()}
+        if self.baseline is old:
+            self.baseline = trial
+        self.store.update_trial(trial)
+        return trial
