@@ -6,9 +6,9 @@ import pytest
 from petra.errors import ConfigError
 from petra.profilers import Measurement, Timing, fingerprint, sessions_agree
 from petra.profilers.fingerprint import fingerprint_id
-from petra.runtimes.inputs import InputSpec, model_input
 from petra.profilers.measure import LOADED_CORES
 from petra.profilers.resources import current_rss, peak_rss, reset_peak_rss
+from petra.runtimes.inputs import InputSpec, model_input
 
 TIGHT = Timing((1.0,) * 30, 10, 0.02)
 WIDE = Timing(tuple(np.linspace(1.0, 2.0, 40)), 10, 0.02)

@@ -126,3 +126,45 @@ def test_versions_name_the_library(runtime):
 def test_unknown_runtime():
     with pytest.raises(ConfigError, match="unknown runtime"):
         get_runtime("tensorflow-lite")
+
+
+def test_backend_declares_its_genes_and_settings(runtime):
+    """Its own genes matter only on it; ``settings`` of a config is what ``compile`` accepts."""
+    from petra.candidate import BY_NAME, CandidateConfig
+    from petra.runtimes.base import RUNTIME, THREADS
+
+    cls = type(runtime)
+    assert cls.quantizer and "fp32" in cls.precisions
+    others = [n for n in RUNTIMES if n != cls.name]
+    for gene in cls.genes:
+        assert BY_NAME[gene.name] is gene  # declared once, here
+        if others:
+            elsewhere = CandidateConfig(runtime=others[0], **{gene.name: gene.choices[-1]}).canonical()
+            assert getattr(elsewhere, gene.name) == gene.default  # reset on another runtime
+    assert RUNTIME.name in BY_NAME and THREADS.name in BY_NAME
+    config = CandidateConfig(runtime=cls.name, threads=1).canonical()
+    settings = cls.settings(config)
+    assert settings["threads"] == 1
+    assert set(cls.machine_choices()) <= {g.name for g in cls.genes}
+
+
+def test_handoff_snippet_loads_and_runs_the_model(runtime, tiny_onnx, tmp_path):
+    """The USAGE.md code is run, not read: it loads the file with the settings and runs once."""
+    import contextlib
+    import io
+    import re
+    import shutil
+
+    from petra.candidate import CandidateConfig
+    from petra.runtimes import model_input
+
+    model = tmp_path / "model.onnx"
+    shutil.copyfile(tiny_onnx.path, model)
+    settings = type(runtime).settings(CandidateConfig(runtime=type(runtime).name).canonical())
+    snippet = type(runtime).usage(str(model), {k: getattr(v, "value", v) for k, v in settings.items()},
+                                  model_input(model))
+    code = re.search(r"```python\n(.*?)```", snippet, re.S).group(1)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "USAGE.md", "exec"), {})
+    assert out.getvalue().strip().startswith("(1, 10)")

@@ -101,21 +101,8 @@ def fit(
     lowest_loss = math.inf
     epoch = 0
     for epoch in range(1, epochs + 1):
-        model.train()
-        perm = torch.randperm(len(train), generator=gen)
-        for i in range(0, len(perm), batch_size):
-            idx = perm[i : i + batch_size]
-            if len(idx) < 2:  # BatchNorm cannot train on a single example
-                continue
-            x, y = x_all[idx].to(device), y_all[idx].to(device)
-            logits = model(x)
-            value = loss(model, x, y, logits)
-            if not torch.isfinite(value):
-                raise FloatingPointError(f"training loss became {value.item()} at epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            sched.step()
+        _epoch(model, (x_all, y_all), torch.randperm(len(train), generator=gen), batch_size,
+               loss, opt, sched, device, epoch)
         if val is not None and metric is not None and patience is not None:
             outputs = predict(model, val.x)
             score, tie_break = metric(outputs, val.y), _val_loss(outputs, val.y)
@@ -134,6 +121,24 @@ def fit(
         model.load_state_dict(best_state)
     model.eval()
     return FitReport(epochs_run=epoch, best_epoch=best_epoch or epoch, best_val=best_val)
+
+
+def _epoch(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], perm: torch.Tensor, batch_size: int,
+           loss: Loss, opt, sched, device: str, epoch: int) -> None:
+    model.train()
+    x_all, y_all = data
+    for i in range(0, len(perm), batch_size):
+        idx = perm[i : i + batch_size]
+        if len(idx) < 2:  # BatchNorm cannot train on a single example
+            continue
+        x, y = x_all[idx].to(device), y_all[idx].to(device)
+        value = loss(model, x, y, model(x))
+        if not torch.isfinite(value):
+            raise FloatingPointError(f"training loss became {value.item()} at epoch {epoch}")
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        sched.step()
 
 
 def train_baseline(model: nn.Module, task: Task) -> FitReport:

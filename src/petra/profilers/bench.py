@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from petra.errors import ConfigError
-from petra.runtimes.inputs import model_input
 from petra.profilers.isolated import measure_isolated
 from petra.profilers.measure import LOADED_CORES, SESSION_AGREEMENT
 from petra.profilers.timing import TimingPolicy
+from petra.runtimes.inputs import model_input
 
 
 def parse_batches(batch: str) -> list[int]:

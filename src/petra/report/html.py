@@ -82,21 +82,12 @@ def plots(results: dict[str, Any]) -> list[str]:
     return charts
 
 
-def render(results: dict[str, Any]) -> str:
+FRONT_HEAD = ["trial", "L:config", "val", "test", "p50 ms", "p99 ms", "CI95 ms", "thr/s", "kB",
+              "p50 x", "size x", "thr x"]
+
+
+def _front_rows(results: dict[str, Any]) -> list[str]:
     base, best = results.get("baseline") or {}, results.get("best") or {}
-    m = results.get("machine") or {}
-    metric = base.get("metric", {}).get("name", "metric")
-    r = best.get("ratios_to_baseline") or {}
-    kpis = "".join(f'<span class="kpi">{k} <b>{v}</b></span>' for k, v in [
-        ("p50 latency", f"{r.get('p50_latency', float('nan')):.3f}x"),
-        ("size", f"{r.get('size', float('nan')):.3f}x"),
-        ("throughput", f"{r.get('throughput', float('nan')):.2f}x"),
-        (f"test {metric} drop", f"{r.get('metric_drop_test', float('nan')):.2f}"),
-        ("trials", f"{results.get('trials')} ({results.get('failed')} failed)"),
-        ("wall time", f"{results.get('elapsed_s', 0):.0f} s"),
-    ])
-    head = ["trial", "L:config", "val", "test", "p50 ms", "p99 ms", "CI95 ms", "thr/s", "kB",
-            "p50 x", "size x", "thr x"]
     front_rows = []
     for e in [base] + [e for e in results.get("pareto") or [] if e.get("key") != base.get("key")]:
         lat, rr = e["latency_ms"], e.get("ratios_to_baseline") or {}
@@ -110,6 +101,10 @@ def render(results: dict[str, Any]) -> str:
             _num(rr.get("p50_latency", 1.0), "{:.3f}"), _num(rr.get("size", 1.0), "{:.3f}"),
             _num(rr.get("throughput", 1.0), "{:.2f}"),
         ], "best" if e.get("key") == best.get("key") else ""))
+    return front_rows
+
+
+def _trial_rows(results: dict[str, Any]) -> list[str]:
     trial_rows = []
     for e in results.get("all_trials") or []:
         lat = e.get("latency_ms") or {}
@@ -120,6 +115,23 @@ def render(results: dict[str, Any]) -> str:
             _num(e.get("size_bytes") and e["size_bytes"] / 1e3, "{:.0f}"),
             _num(e.get("elapsed_s"), "{:.1f}"), "L:" + escape(e.get("reason") or ""),
         ]))
+    return trial_rows
+
+
+def render(results: dict[str, Any]) -> str:
+    base, best = results.get("baseline") or {}, results.get("best") or {}
+    m = results.get("machine") or {}
+    metric = base.get("metric", {}).get("name", "metric")
+    r = best.get("ratios_to_baseline") or {}
+    kpis = "".join(f'<span class="kpi">{k} <b>{v}</b></span>' for k, v in [
+        ("p50 latency", f"{r.get('p50_latency', float('nan')):.3f}x"),
+        ("size", f"{r.get('size', float('nan')):.3f}x"),
+        ("throughput", f"{r.get('throughput', float('nan')):.2f}x"),
+        (f"test {metric} drop", f"{r.get('metric_drop_test', float('nan')):.2f}"),
+        ("trials", f"{results.get('trials')} ({results.get('failed')} failed)"),
+        ("wall time", f"{results.get('elapsed_s', 0):.0f} s"),
+    ])
+    front_rows, trial_rows = _front_rows(results), _trial_rows(results)
     gen_rows = [_row([str(g["generation"]), str(g["trials"]), str(g["front_size"]),
                       _num((g.get("best") or {}).get("p50_ratio"), "{:.3f}"),
                       _num((g.get("best") or {}).get("size_ratio"), "{:.3f}"),
@@ -140,7 +152,7 @@ Best of the feasible candidates (validation {metric} drop &le;
 the same run:</p>
 <div>{kpis}</div>
 <h2>Pareto plots</h2><div class="charts">{''.join(plots(results))}</div>
-<h2>Pareto front (re-measured, ratios to the baseline)</h2>{_table(head, front_rows)}
+<h2>Pareto front (re-measured, ratios to the baseline)</h2>{_table(FRONT_HEAD, front_rows)}
 <h2>Chosen artifact: trial {best.get('trial')}</h2>
 <pre>{escape(json.dumps(best.get('config'), indent=2))}</pre>
 <p>Artifact <code>{escape(str(best.get('artifact')))}</code>; see USAGE.md beside it.</p>

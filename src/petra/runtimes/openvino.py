@@ -207,16 +207,7 @@ print(outputs.shape)
         caps = set(core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         return tuple(p for p in InferencePrecision if p not in _CAPABILITY or _CAPABILITY[p] in caps)
 
-    def compile(
-        self,
-        model_path: Path,
-        *,
-        hint: Hint | str = Hint.LATENCY,
-        streams: int = 1,
-        threads: int = 1,
-        precision: InferencePrecision | str = InferencePrecision.F32,
-    ) -> OvSession:
-        """``streams=0`` lets the hint choose; ``threads`` is OpenVINO's total thread count."""
+    def _checked(self, hint, precision, threads: int, streams: int) -> tuple[Hint, InferencePrecision]:
         try:
             hint = Hint(_lower(hint))
         except ValueError:
@@ -239,6 +230,19 @@ print(outputs.shape)
             raise ConfigError(f"threads must be >= 1, got {threads}")
         if streams < 0:
             raise ConfigError(f"streams must be >= 0 (0 = chosen by the hint), got {streams}")
+        return hint, precision
+
+    def compile(
+        self,
+        model_path: Path,
+        *,
+        hint: Hint | str = Hint.LATENCY,
+        streams: int = 1,
+        threads: int = 1,
+        precision: InferencePrecision | str = InferencePrecision.F32,
+    ) -> OvSession:
+        """``streams=0`` lets the hint choose; ``threads`` is OpenVINO's total thread count."""
+        hint, precision = self._checked(hint, precision, threads, streams)
         model_path = Path(model_path)
         if model_path.suffix == ".xml" and not model_path.with_suffix(".bin").is_file():
             raise CompileError(
