@@ -22,6 +22,7 @@ from petra.compression.recurrent import RecurrentUnroll
 from petra.compression.regularizers import Regularization
 from petra.compression.training import FineTune
 from petra.errors import ConfigError
+from petra.exporters.fusion import TransformerFusion
 from petra.exporters.openvino_quant import NncfQuantization
 from petra.exporters.quantize import OrtQuantization, Quantization
 from petra.genes import Gene, Pass, Stage
@@ -30,12 +31,14 @@ from petra.runtimes import RUNTIME_GENES, backend
 #: every technique, in the order of their genes in a genome (new passes go at the end)
 PASSES: tuple[Pass, ...] = (StructuredPruning(), FineTune(), Regularization(), LowRank(),
                             QuantAwareTraining(), RecurrentUnroll(), Quantization(), OrtQuantization(),
-                            NncfQuantization())
+                            NncfQuantization(), TransformerFusion())
 GENES: tuple[Gene, ...] = tuple(g for p in PASSES for g in p.genes) + RUNTIME_GENES
 BY_NAME: dict[str, Gene] = {g.name: g for g in GENES}
 assert len(BY_NAME) == len(GENES), "a gene is declared twice"
 #: quantizer passes by name: a backend names the one that builds its artifacts
 QUANTIZERS: dict[str, Pass] = {p.name: p for p in PASSES if hasattr(p, "build")}
+#: passes that rewrite the exported FP32 file before it is quantized, in this order
+REWRITES: tuple[Pass, ...] = tuple(p for p in PASSES if hasattr(p, "rewrite"))
 #: the genes the torch stage reads: candidates that share them never retrain
 TORCH_GENES = tuple(g.name for g in GENES if g.stage is Stage.TORCH)
 #: which pass declares each gene (for reports: why a gene left the search)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from petra.candidate import QUANTIZERS, CandidateConfig
+from petra.candidate import QUANTIZERS, REWRITES, CandidateConfig
 from petra.compression.lowrank import LowRankRegularizer, factorize, truncate
 from petra.compression.pruning import StructuredPruning, recalibrate_bn
 from petra.compression.qat import calibrate, export_qat, prepare_qat
@@ -293,9 +293,12 @@ class CandidateBuilder:
         """The torch stage, then the backend's quantizer pass (ORT QDQ, NNCF IR, ...)."""
         timings = {} if timings is None else timings
         fp32 = self.torch_stage(cfg, timings, fidelity)
+        folder = self.trial_dir(cfg, fidelity)
         with self._step("quantize", timings):
+            for rewrite in REWRITES:
+                fp32 = rewrite.rewrite(fp32, folder, cfg)
             quantizer = QUANTIZERS[self.runtime_for(cfg).quantizer]
-            return quantizer.build(fp32, self.trial_dir(cfg, fidelity), cfg, self.quant_data)
+            return quantizer.build(fp32, folder, cfg, self.quant_data)
 
     def runtime_for(self, cfg: CandidateConfig) -> Runtime:
         rt = self.runtimes.get(cfg.runtime)
