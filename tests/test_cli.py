@@ -34,6 +34,7 @@ def _one_line_error(proc, *words):
         (["--executor", "slurm"], ["executor must be one of", "'ray'"]),
         (["--train-device", "tpu"], ["train_device must be one of"]),
         (["--ray-target", "a b"], ["ray_target must be a name of letters"]),
+        (["--generations", "abc"], ["'--generations'", "optimize --help"]),  # typer's, one line
     ],
 )
 def test_bad_optimize_input(args, words, tmp_path):
