@@ -2,16 +2,20 @@
 tasks promise; missing data and bad user factories are one-line ConfigErrors."""
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from petra.compression.pruning import Importance
 from petra.errors import ConfigError
-from petra.models import Task, get_task, task_names
+from petra.models import Metric, Task, TrainSettings, get_task, task_names
 from petra.models import fashion_mnist as fm
 from petra.models.cdnow import build_dataset, cdnow_task, roc_auc_percent
+from petra.models.checks import check_baseline
+from petra.models.digits import digits_task
 from petra.models.mobilenet import MobileNetV2, pretrained_mobilenet_v2
 from petra.models.ucr import load_ucr
 from petra.optimizer.genome import Regularizer, SearchSpace
@@ -148,3 +152,26 @@ def test_models_without_fashion_mnist_says_how_to_install_it(tmp_path):
     assert set(task_names()) <= set(rows)  # every task, each name whole
     for name in ("fashion-mnist", "mobilenetv2-fashion"):
         assert "apt-get install -y dataset-fashion-mnist" in rows[name]
+
+
+def test_the_baseline_is_checked_before_a_search(tmp_path):
+    """A cached file that is not a state dict is trained over; a model with NaN outputs and a
+    metric that raises are ConfigErrors that name them (the metric's chained to its exception,
+    whose traceback the CLI logs)."""
+    task = replace(digits_task(width=8), name="linear",
+                   build_model=lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10)),
+                   train_settings=TrainSettings(max_epochs=1))
+    cached = tmp_path / "baselines" / f"linear-{task.content_hash()}.pt"
+    cached.parent.mkdir()
+    cached.write_text("not a checkpoint")
+    model = task.baseline(cache_dir=tmp_path, log=lambda s: None)
+    assert torch.load(cached, weights_only=True).keys() == model.state_dict().keys()
+    assert check_baseline(task, model) == task.metric(model(torch.from_numpy(task.val.x)).detach().numpy(),
+                                                      task.val.y)
+    nan = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    nan[1].bias.data[:] = float("nan")
+    with pytest.raises(ConfigError, match="outputs NaN or Inf on its validation inputs"):
+        check_baseline(task, nan)
+    with pytest.raises(ConfigError, match="metric 'broken' of task 'linear' raised ZeroDivisionError") as err:
+        check_baseline(replace(task, metric=Metric("broken", lambda o, t: 1 / 0)), model)
+    assert isinstance(err.value.__cause__, ZeroDivisionError)
