@@ -53,11 +53,10 @@ def test_ucr_tiny_search_reports_drop_bounds(tmp_path):
 
 def test_cdnow_tiny_search_prunes_and_unrolls_the_gru(tmp_path):
     task = cdnow_task(hidden=16, layers=1, limit=1500, max_epochs=2)
-    space = task.search_space(SearchSpace(prune_ratio=(0.0, 0.5), round_to=(8,), epochs=(0,),
-                                          precision=(Precision.FP32, Precision.INT8_DYNAMIC),
-                                          threads=(1,)))
-    assert space.unroll_recurrent == (False, True)
+    space = SearchSpace(prune_ratio=(0.0, 0.5), round_to=(8,), epochs=(0,),
+                        precision=(Precision.FP32, Precision.INT8_DYNAMIC), threads=(1,))
     study, results = run(task, tmp_path, space=space)
+    assert study.space.unroll_recurrent == (False, True)  # the probe keeps what a GRU can do
     ok = [t for t in study.trials if t.measurement is not None]
     sizes = {(t.config.prune_ratio, t.config.unroll_recurrent, t.config.precision): t.measurement.size_bytes
              for t in ok}
@@ -73,9 +72,9 @@ def test_onnx_only_path(tmp_path, tiny_onnx, tiny_task):
     data = tmp_path / "calib.npz"
     np.savez(data, x=tiny_task.val.x[:120])
     task = onnx_task(tiny_onnx.path, data)
-    space = task.search_space(SearchSpace(threads=(1,)))
-    assert space.prune_ratio == (0.0,) and space.epochs == (0,)  # torch genes are removed
     assert task.metric.name == "agreement"
-    _, results = run(task, tmp_path / "run", space=space, max_drop=100.0)
+    study, results = run(task, tmp_path / "run", space=SearchSpace(threads=(1,)), max_drop=100.0)
+    assert study.space.prune_ratio == (0.0,) and study.space.epochs == (0,)  # torch genes are removed
+    assert {r["gene"] for r in results["removed_genes"]} >= {"prune_ratio", "epochs"}
     assert results["baseline"]["metric"]["val"] == 100.0  # FP32 agrees with itself
     assert all(t["config"]["prune_ratio"] == 0.0 for t in results["all_trials"])
