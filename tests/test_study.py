@@ -109,7 +109,7 @@ def _four_trainable_candidates(tiny_task, tmp_path):
     study.measure_baseline()
     configs = [CandidateConfig(prune_ratio=p, regularizer=r, epochs=2, lr=3e-3)
                for p in (0.0, 0.5) for r in (Regularizer.NONE, Regularizer.KD)]
-    return study, [TINY_SPACE.encode(c) for c in configs], len(study.trials)
+    return study, [study.space.encode(c) for c in configs], len(study.trials)
 
 
 def test_multi_fidelity_halves_a_generation(tiny_task, tmp_path):
