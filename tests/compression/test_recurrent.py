@@ -1,5 +1,6 @@
-"""Recurrent compression on real GRUs: pruning removes units for real, unrolling keeps the
-function, and only the unrolled form gives INT8 something to quantize."""
+"""Recurrent compression on real GRUs and LSTMs: pruning removes units for real (any number of
+layers, both directions), unrolling keeps the GRU's function, and INT8 reaches the unrolled GRU
+and the ONNX LSTM op (DynamicQuantizeLSTM)."""
 
 import copy
 
@@ -9,10 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from petra.compression.recurrent import UnrolledGRU, prune_gru_units, unroll_gru
+from petra.compression.pruning import StructuredPruning
+from petra.compression.recurrent import UnrolledGRU, prune_recurrent_units, unroll_gru
 from petra.errors import PruneError
 from petra.exporters import Precision, export_onnx, quantize
 from petra.models.cdnow import GRUEncoder
+from petra.models.ucr import load_ucr
+from tests.user_models import LSTMClassifier
 
 
 @pytest.fixture
@@ -44,7 +48,7 @@ def test_pruning_dead_units_changes_nothing(encoder):
         encoder.head.weight[:, dead] = 0
     x = torch.randn(5, 9, 3)
     before = encoder(x)
-    pruned = prune_gru_units(copy.deepcopy(encoder), ratio=0.5, round_to=8)
+    pruned = prune_recurrent_units(copy.deepcopy(encoder), ratio=0.5, round_to=8)
     assert pruned.gru.hidden_size == 16 and pruned.head.in_features == 16
     assert pruned.gru.weight_ih_l1.shape == (48, 16) and pruned.gru.weight_hh_l0.shape == (48, 16)
     torch.testing.assert_close(pruned(x), before, atol=1e-5, rtol=1e-5)
@@ -52,20 +56,102 @@ def test_pruning_dead_units_changes_nothing(encoder):
 
 def test_round_to_and_parameter_count(encoder):
     n0 = sum(p.numel() for p in encoder.parameters())
-    pruned = prune_gru_units(copy.deepcopy(encoder), ratio=0.3, round_to=8)
+    pruned = prune_recurrent_units(copy.deepcopy(encoder), ratio=0.3, round_to=8)
     assert pruned.gru.hidden_size == 24  # 32 * 0.7 = 22.4 -> rounded up to a multiple of 8
     assert sum(p.numel() for p in pruned.parameters()) < 0.7 * n0
-    assert prune_gru_units(copy.deepcopy(encoder), ratio=0.0).gru.hidden_size == 32
+    assert prune_recurrent_units(copy.deepcopy(encoder), ratio=0.0).gru.hidden_size == 32
+
+
+class LastStep(nn.Module):
+    """A GRU or LSTM, any depth, either direction, with a Linear head on the last step."""
+
+    def __init__(self, kind, features=3, hidden=32, layers=2, bidirectional=False, proj_size=0):
+        super().__init__()
+        extra = {"proj_size": proj_size} if proj_size else {}
+        self.rnn = kind(features, hidden, layers, batch_first=True, bidirectional=bidirectional, **extra)
+        self.head = nn.Linear((proj_size or hidden) * (2 if bidirectional else 1), 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def _count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("kind,bidirectional", [(nn.GRU, True), (nn.LSTM, False), (nn.LSTM, True)])
+def test_dead_units_are_the_ones_removed_exactly(kind, bidirectional):
+    """Units whose weights are all zero stay at h=0 (and c=0) in every gate layout: removing them
+    must be exact, and the criterion must pick exactly them, per direction."""
+    torch.manual_seed(0)
+    model = LastStep(kind, bidirectional=bidirectional).eval()
+    rnn, h, gates = model.rnn, 32, 4 if kind is nn.LSTM else 3
+    dirs = ("", "_reverse") if bidirectional else ("",)
+    dead = [torch.arange(0, 32, 2), torch.arange(1, 32, 2)]  # other units dead in each direction
+    cols = torch.cat([dead[i] + i * h for i in range(len(dirs))])
+    with torch.no_grad():
+        for layer in range(2):
+            for i, d in enumerate(dirs):
+                rows = torch.cat([dead[i] + k * h for k in range(gates)])
+                for kind_ in ("ih", "hh"):
+                    getattr(rnn, f"weight_{kind_}_l{layer}{d}")[rows] = 0
+                    getattr(rnn, f"bias_{kind_}_l{layer}{d}")[rows] = 0
+                getattr(rnn, f"weight_hh_l{layer}{d}")[:, dead[i]] = 0
+                if layer == 1:
+                    getattr(rnn, f"weight_ih_l1{d}")[:, cols] = 0
+        model.head.weight[:, cols] = 0
+    x = torch.randn(5, 9, 3)
+    before = model(x)
+    pruned = prune_recurrent_units(copy.deepcopy(model), ratio=0.5, round_to=8)
+    width = 16 * len(dirs)
+    assert pruned.rnn.hidden_size == 16 and pruned.head.in_features == width
+    for d in dirs:
+        assert getattr(pruned.rnn, f"weight_ih_l1{d}").shape == (gates * 16, width)
+        assert getattr(pruned.rnn, f"weight_hh_l0{d}").shape == (gates * 16, 16)
+    torch.testing.assert_close(pruned(x), before, atol=1e-5, rtol=1e-5)
+
+
+def _ort_outputs(path, x):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x)})[0]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_two_layer_lstm_prunes_exports_and_ort_matches_torch(bidirectional, tmp_path):
+    torch.manual_seed(0)
+    model = LSTMClassifier(1, hidden=32, layers=2).eval()
+    if bidirectional:
+        model.lstm = nn.LSTM(1, 32, num_layers=2, batch_first=True, bidirectional=True)
+        model.head = nn.Linear(64, 2)
+    example = torch.randn(1, 1, 24)
+    pruned = StructuredPruning.prune(copy.deepcopy(model), example, ratio=0.5, round_to=8)
+    assert pruned.lstm.hidden_size == 16 and pruned.head.in_features == 16 * (2 if bidirectional else 1)
+    assert _count(pruned) < 0.35 * _count(model)  # gates and recurrent matrices shrink ~quadratically
+    x = torch.randn(7, 1, 24)
+    with torch.no_grad():
+        out = pruned(x)
+    assert out.shape == (7, 2)
+    path = export_onnx(pruned, example, tmp_path / "pruned.onnx").path
+    assert "LSTM" in _ops(path)
+    np.testing.assert_allclose(_ort_outputs(path, x.numpy()), out.numpy(), atol=1e-5)
 
 
 def test_unsupported_shapes_are_errors_not_no_ops():
-    bi = nn.Sequential()
-    bi.gru = nn.GRU(3, 8, batch_first=True, bidirectional=True)
-    bi.fc = nn.Linear(16, 2)
+    proj = LastStep(nn.LSTM, proj_size=4)
+    with pytest.raises(PruneError, match="proj_size"):
+        prune_recurrent_units(proj, ratio=0.5)
+    reason = StructuredPruning().applies(proj, torch.randn(1, 6, 3), None)
+    assert "proj_size" in reason and "\n" not in reason  # the probe reports the refusal
+    with pytest.raises(PruneError, match="no nn.GRU or nn.LSTM"):
+        prune_recurrent_units(nn.Sequential(nn.Linear(3, 2)), ratio=0.5)
+    headless = nn.Sequential()
+    headless.lstm = nn.LSTM(3, 8, batch_first=True)
+    with pytest.raises(PruneError, match="nn.Linear reading the LSTM output"):
+        prune_recurrent_units(headless, ratio=0.5)
     with pytest.raises(PruneError, match="unidirectional"):
-        prune_gru_units(bi, ratio=0.5)
-    with pytest.raises(PruneError, match="no nn.GRU"):
-        prune_gru_units(nn.Sequential(nn.Linear(3, 2)), ratio=0.5)
+        unroll_gru(LastStep(nn.GRU, bidirectional=True))
 
 
 def _ops(path):
@@ -94,10 +180,33 @@ def test_pruned_gru_fine_tunes(encoder, rng):
     from petra.compression.training import fit
     from petra.models.base import Split
 
-    pruned = prune_gru_units(copy.deepcopy(encoder), ratio=0.5, round_to=8)
+    pruned = prune_recurrent_units(copy.deepcopy(encoder), ratio=0.5, round_to=8)
     split = Split(rng.standard_normal((64, 10, 3)).astype(np.float32), rng.integers(0, 2, 64))
     x = torch.from_numpy(split.x[:4])
     before_w, before_out = pruned.gru.weight_hh_l1.clone(), pruned(x).detach()
     fit(pruned, split, epochs=1, lr=1e-2)
     assert (pruned.gru.weight_hh_l1 - before_w).abs().max() > 0
     assert (pruned(x) - before_out).abs().max() > 0
+
+
+def test_dynamic_int8_reaches_the_lstm_op_and_keeps_its_predictions(tmp_path):
+    """ORT quantizes the ONNX LSTM op (weights per channel) only when W and R are 3-D
+    initializers; petra's export and quantize path must give it that, on a trained model."""
+    from petra.compression.training import fit
+
+    train, _, test = load_ucr("ItalyPowerDemand")
+    torch.manual_seed(0)
+    model = LSTMClassifier(1, hidden=32, layers=2)
+    fit(model, train, epochs=5, lr=1e-2)
+    model.eval()
+    fp32 = export_onnx(model, torch.from_numpy(test.x[:1]), tmp_path / "lstm.onnx")
+    q = quantize(fp32, tmp_path / "q_lstm.onnx", precision=Precision.INT8_DYNAMIC)
+    ops = [n.op_type for n in onnx.load(str(q.path)).graph.node]
+    assert ops.count("DynamicQuantizeLSTM") == 2 and "LSTM" not in ops
+    ref, out = _ort_outputs(fp32.path, test.x), _ort_outputs(q.path, test.x)
+    with torch.no_grad():
+        np.testing.assert_allclose(ref, model(torch.from_numpy(test.x)).numpy(), atol=1e-4)
+    assert np.abs(out - ref).mean() < 0.1 * np.abs(ref).mean()
+    accuracy, q_accuracy = (ref.argmax(1) == test.y).mean(), (out.argmax(1) == test.y).mean()
+    assert accuracy > 0.9  # a model that learned the task (97% here)
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.98 and q_accuracy >= accuracy - 0.02

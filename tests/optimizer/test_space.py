@@ -40,8 +40,9 @@ def test_gru_model_keeps_what_its_recurrent_passes_can_do():
 def test_two_layer_lstm_loses_the_genes_that_cannot_apply_each_with_its_reason():
     space, removed = _assemble(user_models.lstm_task())
     reasons = dict(removed)
-    assert space.prune_ratio == (0.0,) and space.importance == (Importance.L2,)
-    assert "pruning 50%" in reasons["prune_ratio"]  # torch-pruning asserts num_layers == 1
+    # torch-pruning asserts num_layers == 1; petra's hidden-unit pruning takes the 2-layer LSTM
+    assert len(space.prune_ratio) > 1 and "prune_ratio" not in reasons
+    assert set(space.importance) == {Importance.L1, Importance.L2} and "L1/L2" in reasons["importance"]
     assert space.qat == (False,) and "LSTM" in reasons["qat"]
     assert space.unroll_recurrent == (False,) and "nn.GRU" in reasons["unroll_recurrent"]
     assert space.nncf_preset == (space.nncf_preset[0],) and "NNCF" in reasons["nncf_preset"]

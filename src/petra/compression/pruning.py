@@ -15,7 +15,7 @@ import torch_pruning as tp
 from torch import nn
 
 from petra.compression.probe import count_params, try_on_copy
-from petra.compression.recurrent import has_recurrent, prune_gru_units
+from petra.compression.recurrent import has_recurrent, prune_recurrent_units
 from petra.errors import PruneError
 from petra.genes import Gene, Pass, Stage
 
@@ -160,9 +160,10 @@ class StructuredPruning(Pass):
     def prune(model: nn.Module, example: torch.Tensor, *, ratio: float,
               importance: Importance = Importance.L2, round_to: int = 8,
               calibration: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
-        """torch-pruning leaves nn.GRU untouched: recurrent models get hidden-unit pruning."""
+        """torch-pruning leaves nn.GRU untouched and asserts on an LSTM of more than one layer:
+        recurrent models get hidden-unit pruning."""
         if has_recurrent(model):
-            return prune_gru_units(model, ratio=ratio, round_to=round_to,
-                                   p=1 if importance is Importance.L1 else 2)
+            return prune_recurrent_units(model, ratio=ratio, round_to=round_to,
+                                         p=1 if importance is Importance.L1 else 2)
         return prune(model, example, ratio=ratio, importance=importance, round_to=round_to,
                      calibration=calibration)

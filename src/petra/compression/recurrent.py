@@ -1,22 +1,29 @@
-"""Real compression for recurrent (GRU) layers: hidden-unit pruning and an unrolled MatMul form.
+"""Real compression for recurrent (GRU, LSTM) layers: hidden-unit pruning and an unrolled GRU.
 
 Why this module exists (measured, toolchain notes): torch-pruning runs without error on a
-model with ``nn.GRU`` and changes nothing in it; ONNX Runtime's static and dynamic quantizers
-and NNCF leave the ONNX ``GRU`` op in float. Without this module a "prune 50% + INT8" gene
-would build the same float GRU as the baseline — a gene silently ignored.
+model with ``nn.GRU`` and changes nothing in it, and its ``LSTMPruner`` asserts on an LSTM of
+more than one layer; ONNX Runtime's static and dynamic quantizers and NNCF leave the ONNX ``GRU``
+op in float. Without this module a "prune 50% + INT8" gene would build the same float GRU as
+the baseline — a gene silently ignored — and a 2-layer LSTM could not be pruned at all.
 
-- ``prune_gru_units`` removes hidden units for real: for each unit kept, its rows in the three
-  gates (r, z, n) of ``weight_ih``/``weight_hh``/biases, its column in ``weight_hh``, and its
-  input column in whatever consumes the layer's output (the next GRU layer, or the head
+- ``prune_recurrent_units`` removes hidden units for real, from ``nn.GRU`` (3 gates: r, z, n)
+  and ``nn.LSTM`` (4 gates: i, f, g, o) of any ``num_layers``, alike: for each unit kept, its
+  rows in every gate of ``weight_ih``/``weight_hh``/biases, its column in ``weight_hh``, and its
+  input column in whatever consumes the layer's output (the next layer, or the head
   ``nn.Linear``). Widths are rounded up to multiples of ``round_to`` (SIMD-friendly).
+  Bidirectional layers keep the same number of units in each direction, chosen per direction
+  (a forward unit and the backward unit of the same index are unrelated); the consumer reads
+  the output as two halves, ``[forward | backward]``, and loses the columns of both.
 - ``unroll_gru`` swaps every ``nn.GRU`` for ``UnrolledGRU``, numerically the same function
   written as MatMuls over a fixed sequence length: the input projection is one MatMul over all
   time steps, the recurrent projection one per step. Traced to ONNX it becomes plain
-  MatMul/Add/Sigmoid/Tanh, which INT8 quantizers do reach.
+  MatMul/Add/Sigmoid/Tanh, which INT8 quantizers do reach. (An LSTM needs no unrolling for
+  INT8: ORT's dynamic quantizer turns the ONNX ``LSTM`` op into ``DynamicQuantizeLSTM``.)
 
-Supported shape: unidirectional, ``batch_first`` GRUs whose last-layer output feeds one
-``nn.Linear`` (found as the first Linear registered after the GRU with matching
-``in_features``). Anything else raises ``PruneError`` — never a silent no-op.
+Pruning needs the last layer's output to feed one ``nn.Linear`` (found as the first Linear
+registered after the recurrent layer with matching ``in_features``) and refuses an LSTM with
+``proj_size``; unrolling supports unidirectional ``batch_first`` GRUs. Anything else raises
+``PruneError`` — never a silent no-op.
 """
 
 from __future__ import annotations
@@ -28,38 +35,66 @@ from petra.compression.probe import try_on_copy
 from petra.errors import PruneError
 from petra.genes import Gene, Pass, Stage
 
+#: the layers hidden-unit pruning handles, and how many gates each stacks in its weights
+_GATES = {nn.GRU: 3, nn.LSTM: 4}
+
 
 def has_recurrent(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.GRU | UnrolledGRU) for m in model.modules())
+    return any(isinstance(m, nn.GRU | nn.LSTM | UnrolledGRU) for m in model.modules())
 
 
-def _consumer(model: nn.Module, gru: nn.GRU) -> nn.Linear:
-    """The Linear fed by the GRU's output: the first one registered after it that fits."""
+def _gates(rnn: nn.RNNBase) -> int:
+    return _GATES[nn.LSTM if isinstance(rnn, nn.LSTM) else nn.GRU]
+
+
+def _directions(rnn: nn.RNNBase) -> tuple[str, ...]:
+    """Parameter-name suffixes of the directions, in the order their outputs are concatenated."""
+    return ("", "_reverse") if rnn.bidirectional else ("",)
+
+
+def _consumer(model: nn.Module, rnn: nn.RNNBase) -> nn.Linear:
+    """The Linear fed by the layer's output: the first one registered after it that fits."""
+    width = rnn.hidden_size * len(_directions(rnn))
     seen = False
     for m in model.modules():
-        if m is gru:
+        if m is rnn:
             seen = True
-        elif seen and isinstance(m, nn.Linear) and m.in_features == gru.hidden_size:
+        elif seen and isinstance(m, nn.Linear) and m.in_features == width:
             return m
-    raise PruneError("recurrent pruning needs an nn.Linear reading the GRU output "
-                     f"(in_features={gru.hidden_size}) registered after the GRU")
+    kind = type(rnn).__name__
+    raise PruneError(f"recurrent pruning needs an nn.Linear reading the {kind} output "
+                     f"(in_features={width}) registered after the {kind}")
 
 
-def _check(gru: nn.GRU) -> None:
-    if gru.bidirectional or not gru.batch_first or getattr(gru, "proj_size", 0):
-        raise PruneError("recurrent pruning supports unidirectional batch_first GRUs only")
+def _check_unroll(gru: nn.GRU) -> None:
+    if gru.bidirectional or not gru.batch_first:
+        raise PruneError("unrolling supports unidirectional batch_first GRUs only")
 
 
-def _unit_scores(gru: nn.GRU, layer: int, next_in: torch.Tensor, p: int) -> torch.Tensor:
-    """Magnitude of everything a hidden unit owns: its gate rows, its recurrent column and
-    the column that carries it into the next layer or the head."""
-    h = gru.hidden_size
-    w_ih = getattr(gru, f"weight_ih_l{layer}").detach()
-    w_hh = getattr(gru, f"weight_hh_l{layer}").detach()
-    rows = torch.cat([w_ih.view(3, h, -1), w_hh.view(3, h, -1)], dim=2)  # gate, unit, fan-in
-    parts = [rows.abs().pow(p).sum(dim=(0, 2)), w_hh.abs().pow(p).sum(dim=0),
-             next_in.detach().abs().pow(p).sum(dim=0)]
-    return sum(parts)
+def _check_prune(rnn: nn.RNNBase) -> None:
+    if getattr(rnn, "proj_size", 0):
+        raise PruneError(f"hidden-unit pruning does not support an LSTM with proj_size "
+                         f"({rnn.proj_size}): its units are read through a projection")
+
+
+def _readers(rnn: nn.RNNBase, layer: int, head: nn.Linear) -> list[torch.Tensor]:
+    """The weights whose input columns are ``layer``'s output: the next layer's ``weight_ih``
+    (each direction's), or the head's weight after the last layer."""
+    if layer + 1 == rnn.num_layers:
+        return [head.weight]
+    return [getattr(rnn, f"weight_ih_l{layer + 1}{d}") for d in _directions(rnn)]
+
+
+def _unit_scores(rnn: nn.RNNBase, layer: int, direction: int, readers: list[torch.Tensor],
+                 p: int) -> torch.Tensor:
+    """Magnitude of everything one direction's hidden unit owns: its gate rows, its recurrent
+    column and the columns that carry it into the next layer or the head."""
+    g, h, d = _gates(rnn), rnn.hidden_size, _directions(rnn)[direction]
+    w_ih = getattr(rnn, f"weight_ih_l{layer}{d}").detach()
+    w_hh = getattr(rnn, f"weight_hh_l{layer}{d}").detach()
+    rows = torch.cat([w_ih.view(g, h, -1), w_hh.view(g, h, -1)], dim=2)  # gate, unit, fan-in
+    cols = torch.cat([w.detach()[:, direction * h:(direction + 1) * h] for w in readers])
+    return rows.abs().pow(p).sum(dim=(0, 2)) + w_hh.abs().pow(p).sum(dim=0) + cols.abs().pow(p).sum(dim=0)
 
 
 def _keep_count(h: int, ratio: float, round_to: int) -> int:
@@ -68,50 +103,59 @@ def _keep_count(h: int, ratio: float, round_to: int) -> int:
     return max(step if step < h else 1, min(h, keep))
 
 
-def prune_gru_units(model: nn.Module, *, ratio: float, round_to: int = 8, p: int = 2) -> nn.Module:
-    """Remove ``ratio`` of every GRU layer's hidden units, in place; returns the model.
+def _output_columns(keeps: list[torch.Tensor], h: int) -> torch.Tensor:
+    """Kept units per direction -> kept columns of the ``[forward | backward]`` output."""
+    return torch.cat([keep + i * h for i, keep in enumerate(keeps)])
 
-    The same kept width is used for all layers of one ``nn.GRU`` (it has one hidden_size);
-    which units are kept is decided per layer by ``p``-norm magnitude.
+
+def prune_recurrent_units(model: nn.Module, *, ratio: float, round_to: int = 8, p: int = 2) -> nn.Module:
+    """Remove ``ratio`` of every GRU/LSTM layer's hidden units, in place; returns the model.
+
+    The same kept width is used for all layers and directions of one module (it has one
+    hidden_size); which units are kept is decided per layer and direction by ``p``-norm
+    magnitude.
     """
     if not 0.0 <= ratio < 1.0:
         raise PruneError(f"pruning ratio must be in [0, 1), got {ratio}")
-    grus = [m for m in model.modules() if isinstance(m, nn.GRU)]
-    if not grus:
-        raise PruneError("recurrent pruning found no nn.GRU in the model")
+    rnns = [m for m in model.modules() if isinstance(m, nn.GRU | nn.LSTM)]
+    if not rnns:
+        raise PruneError("recurrent pruning found no nn.GRU or nn.LSTM in the model")
+    for rnn in rnns:
+        _check_prune(rnn)
     if ratio == 0.0:
         return model
-    for gru in grus:
-        _check(gru)
-        head = _consumer(model, gru)
-        h, layers = gru.hidden_size, gru.num_layers
-        new_h = _keep_count(h, ratio, round_to)
-        if new_h == h:
-            continue
-        keeps = []
-        for layer in range(layers):
-            nxt = getattr(gru, f"weight_ih_l{layer + 1}") if layer + 1 < layers else head.weight
-            scores = _unit_scores(gru, layer, nxt, p)
-            keeps.append(torch.sort(torch.topk(scores, new_h).indices).values)
-        with torch.no_grad():
-            for layer, keep in enumerate(keeps):
-                rows = torch.cat([keep + g * h for g in range(3)])
-                for kind in ("ih", "hh"):
-                    w = getattr(gru, f"weight_{kind}_l{layer}")[rows]
-                    if kind == "hh":
-                        w = w[:, keep]
-                    elif layer > 0:
-                        w = w[:, keeps[layer - 1]]
-                    setattr(gru, f"weight_{kind}_l{layer}", nn.Parameter(w.clone()))
-                    if gru.bias:
-                        b = getattr(gru, f"bias_{kind}_l{layer}")[rows]
-                        setattr(gru, f"bias_{kind}_l{layer}", nn.Parameter(b.clone()))
-            head.weight = nn.Parameter(head.weight[:, keeps[-1]].clone())
-            head.in_features = new_h
-        gru.hidden_size = new_h
-        gru._init_flat_weights()
-        gru.flatten_parameters()
+    for rnn in rnns:
+        head = _consumer(model, rnn)
+        new_h = _keep_count(rnn.hidden_size, ratio, round_to)
+        if new_h < rnn.hidden_size:
+            _prune_units(rnn, head, new_h, p)
     return model
+
+
+def _prune_units(rnn: nn.RNNBase, head: nn.Linear, new_h: int, p: int) -> None:
+    g, h, dirs = _gates(rnn), rnn.hidden_size, _directions(rnn)
+    keeps = []  # per layer, per direction: the kept unit indices, sorted
+    for layer in range(rnn.num_layers):
+        readers = _readers(rnn, layer, head)
+        keeps.append([torch.sort(torch.topk(_unit_scores(rnn, layer, i, readers, p), new_h).indices).values
+                      for i in range(len(dirs))])
+    with torch.no_grad():
+        for layer, per_dir in enumerate(keeps):
+            inputs = _output_columns(keeps[layer - 1], h) if layer else None
+            for d, keep in zip(dirs, per_dir):
+                rows = torch.cat([keep + gate * h for gate in range(g)])
+                for kind, cols in (("ih", inputs), ("hh", keep)):
+                    w = getattr(rnn, f"weight_{kind}_l{layer}{d}")[rows]
+                    w = w if cols is None else w[:, cols]
+                    setattr(rnn, f"weight_{kind}_l{layer}{d}", nn.Parameter(w.clone()))
+                    if rnn.bias:
+                        b = getattr(rnn, f"bias_{kind}_l{layer}{d}")[rows]
+                        setattr(rnn, f"bias_{kind}_l{layer}{d}", nn.Parameter(b.clone()))
+        head.weight = nn.Parameter(head.weight[:, _output_columns(keeps[-1], h)].clone())
+        head.in_features = new_h * len(dirs)
+    rnn.hidden_size = new_h
+    rnn._init_flat_weights()
+    rnn.flatten_parameters()
 
 
 class UnrolledGRU(nn.Module):
@@ -120,7 +164,7 @@ class UnrolledGRU(nn.Module):
 
     def __init__(self, gru: nn.GRU) -> None:
         super().__init__()
-        _check(gru)
+        _check_unroll(gru)
         self.hidden_size, self.num_layers = gru.hidden_size, gru.num_layers
         self.ih = nn.ModuleList()
         self.hh = nn.ModuleList()
