@@ -9,11 +9,8 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "optimize"]
 
 
-def optimize(**kwargs):
-    """Run a study from keyword arguments (the CLI's flags); returns the results dict."""
-    from petra.config import load_config
-    from petra.optimizer.study import run_study
+def optimize(*args, **kwargs):
+    """See ``petra.api.optimize``: a trained model and its data in, the results dict out."""
+    from petra.api import optimize as run
 
-    task = kwargs.pop("task_object", None)
-    log = kwargs.pop("log", print)
-    return run_study(load_config(**kwargs), task=task, log=log)
+    return run(*args, **kwargs)

@@ -437,7 +437,7 @@ def models(
     for name in wanted:
         try:
             t = get_task(name)
-            params = sum(p.numel() for p in t.build_model().parameters())
+            params = sum(p.numel() for p in t.architecture().parameters())
             s = t.baseline_summary()
         except Exception as exc:  # data or weights not installed: say how to get them, list the rest
             table.add_row(name, "-", "-", "-", "-", "-", "-", "-", f"unavailable: {one_line(describe(exc))}")

@@ -7,6 +7,7 @@ is reported, never optimised against.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -39,6 +40,20 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.x)
+
+    @classmethod
+    def of(cls, data, name: str = "split") -> Split:
+        """A ``Split``, an ``(inputs, targets)`` pair of arrays or tensors, or a DataLoader of
+        ``(inputs, targets)`` batches: what ``petra.optimize`` accepts for each split."""
+        if isinstance(data, Split):
+            return data
+        if isinstance(data, tuple | list) and len(data) == 2:
+            x, y = (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for v in data)
+            return cls(np.ascontiguousarray(x, dtype=np.float32), y)
+        if hasattr(data, "__iter__"):
+            return cls.from_loader(data)
+        raise ConfigError(f"the {name} split must be (inputs, targets) arrays or a DataLoader of "
+                          f"(inputs, targets) batches, got {type(data).__name__}")
 
     @classmethod
     def from_loader(cls, loader) -> Split:
@@ -95,19 +110,21 @@ class TrainSettings:
 
 @dataclass
 class Task:
-    """A model architecture plus real data and a metric.
+    """A model plus real data and a metric.
 
-    ``build_model`` returns an *untrained* instance of the architecture; ``baseline()`` trains
-    it once (early stopping on validation) and caches the weights on disk, keyed by a content
-    hash of the data, the architecture and the training settings, so that every later run of
-    the same task starts from the same converged baseline.
+    Either ``model``, a trained ``nn.Module`` that *is* the FP32 baseline (measured as given,
+    never retrained), or ``build_model``, which returns an instance of the architecture: with
+    ``weights`` (a state_dict checkpoint, loaded with ``weights_only=True``) it is the trained
+    baseline; without, ``baseline()`` trains it once (early stopping on validation) and caches
+    the weights on disk, keyed by a content hash of the data, the architecture and the training
+    settings, so that every later run of the same task starts from the same converged baseline.
     """
 
     name: str
-    build_model: Callable[[], nn.Module]
-    train: Split
-    val: Split
-    test: Split
+    build_model: Callable[[], nn.Module] | None = None
+    train: Split | None = None
+    val: Split | None = None
+    test: Split | None = None
     metric: Metric = ACCURACY
     train_settings: TrainSettings = field(default_factory=TrainSettings)
     description: str = ""
@@ -119,6 +136,55 @@ class Task:
     drop_confidence: float | None = None
     #: the published figure the FP32 baseline is compared with, for ``petra models`` / reports
     reference: str = ""
+    #: a trained model: the FP32 baseline as given
+    model: nn.Module | None = None
+    #: a checkpoint (state_dict) of ``build_model()``'s architecture: the baseline as given
+    weights: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        for part in ("train", "val", "test"):
+            if getattr(self, part) is None:
+                raise ConfigError(f"task {self.name!r} needs train, val and test data; {part} is missing")
+            setattr(self, part, Split.of(getattr(self, part), part))
+        if (self.model is None) == (self.build_model is None):
+            raise ConfigError(f"task {self.name!r}: give either model= (a trained nn.Module) or "
+                              "build_model= (a function returning the architecture), not both or neither")
+        if self.model is not None and not isinstance(self.model, nn.Module):
+            raise ConfigError(f"task {self.name!r}: model= must be a torch.nn.Module, got "
+                              f"{type(self.model).__name__}")
+        if self.weights is not None and self.build_model is None:
+            raise ConfigError(f"task {self.name!r}: weights= loads into build_model()'s architecture; "
+                              "with model= the module's own weights are used")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise ConfigError(f"task {self.name!r}: no such checkpoint {str(self.weights)!r}; "
+                              "save one with torch.save(model.state_dict(), path)")
+
+    @property
+    def trained(self) -> bool:
+        """The baseline is given (a model or a checkpoint): nothing retrains it."""
+        return self.model is not None or self.weights is not None
+
+    def architecture(self) -> nn.Module:
+        """A fresh instance of the model's architecture (untrained unless ``model`` was given),
+        for the probes that run before the baseline exists."""
+        if self.model is not None:
+            return copy.deepcopy(self.model).eval()
+        return self.build_model()
+
+    def given_baseline(self) -> nn.Module:
+        """The trained model as the user handed it in."""
+        if self.model is not None:
+            return copy.deepcopy(self.model).cpu().eval()
+        model = self.build_model()
+        try:
+            state = torch.load(self.weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        except Exception as exc:
+            why = " ".join(str(exc).split())[:200]
+            raise ConfigError(f"cannot load the checkpoint {str(self.weights)!r} into "
+                              f"{type(model).__name__} ({type(exc).__name__}: {why}); "
+                              "save it with torch.save(model.state_dict(), path)") from exc
+        return model.eval()
 
     def drop_interval(self, base_outputs: np.ndarray, outputs: np.ndarray) -> tuple[float, float]:
         """One-sided ``drop_confidence`` bounds (lower, upper) of the validation drop, by
@@ -154,8 +220,14 @@ class Task:
         for split in (self.train, self.val, self.test):
             h.update(np.ascontiguousarray(split.x).tobytes())
             h.update(np.ascontiguousarray(split.y).tobytes())
-        h.update(repr(self.build_model()).encode())
-        h.update(repr(self.train_settings).encode())
+        model = self.architecture() if not self.trained else self.given_baseline()
+        h.update(repr(model).encode())
+        if self.trained:  # the given weights are the baseline: hash them, not a training recipe
+            for name, tensor in model.state_dict().items():
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(repr(self.train_settings).encode())
         h.update(torch.__version__.encode())
         h.update(BASELINE_RECIPE.encode())
         return h.hexdigest()[:16]
@@ -163,8 +235,14 @@ class Task:
     def baseline(self, cache_dir: Path | None = None, log: Callable[[str], None] = print) -> nn.Module:
         """The trained FP32 model, from the cache when it exists."""
         from petra.compression.training import predict, train_baseline
-        from petra.models.checks import check_baseline
+        from petra.models.checks import check_baseline, warn_if_chance
 
+        if self.trained:
+            model = self.given_baseline()
+            val = check_baseline(self, model)
+            log(f"baseline: the given trained model, not retrained ({self.metric.name} val {val:.2f})")
+            warn_if_chance(self, model, log)
+            return model
         cache_dir = Path(cache_dir or default_cache_dir()) / "baselines"
         path = cache_dir / f"{self.name}-{self.content_hash()}.pt"
         model = self.build_model()
@@ -202,6 +280,7 @@ class Task:
         path.with_suffix(".json").write_text(json.dumps(summary, indent=2))
         log(f"baseline: {self.metric.name} val {summary['val']:.2f} test {summary['test']:.2f} "
             f"after {report.epochs_run} epochs ({summary['train_s']:.0f}s)")
+        warn_if_chance(self, model, log)
         return model.eval()
 
     def baseline_summary(self, cache_dir: Path | None = None) -> dict | None:

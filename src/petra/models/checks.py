@@ -49,3 +49,33 @@ def check_baseline(task, model: nn.Module) -> float:
             f"the metric {task.metric.name!r} of task {task.name!r} is {value} on the baseline's "
             "validation outputs; it must return a finite number")
     return value
+
+
+def chance_level(task) -> float | None:
+    """The metric of always predicting the most frequent validation class, for a classifier
+    (integer targets); None where there is no such thing (regression)."""
+    y = np.asarray(task.val.y)
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 or len(y) == 0:
+        return None
+    classes = int(y.max()) + 1
+    outputs = np.zeros((len(y), classes), dtype=np.float32)
+    outputs[:, np.bincount(y).argmax()] = 1.0
+    try:
+        return float(task.metric(outputs, y))
+    except Exception:  # a metric that wants other outputs (scores of one class, say)
+        return None
+
+
+def warn_if_chance(task, model: nn.Module, log) -> None:
+    """A baseline no better than predicting the majority class makes every "drop" meaningless:
+    say so before the search spends its budget."""
+    from petra.compression.training import predict
+
+    chance = chance_level(task)
+    if chance is None:
+        return
+    value = task.metric(predict(model, task.val.x), task.val.y)
+    if abs(value - chance) <= 1.0:
+        log(f"WARNING: the baseline's validation {task.metric.name} ({value:.2f}) is within 1 point of "
+            f"chance level ({chance:.2f}, always predicting the majority class); train it further or "
+            "check its data before trusting any compression figure")

@@ -19,7 +19,7 @@ def probe_space(task: Task, runtimes: tuple[str, ...], n_threads: int,
     """The run's space (``space`` or the default one) less the genes that cannot apply to the
     task's model, each with its reason. An untrained copy of the architecture is probed (an
     ONNX-only task has none), so a model that cannot be exported stops in seconds."""
-    model = None if getattr(task, "onnx_model", None) is not None else task.build_model()
+    model = None if getattr(task, "onnx_model", None) is not None else task.architecture()
     return assemble(task, model, runtimes, n_threads, space)
 
 
