@@ -88,6 +88,9 @@ class CandidateConfig:
         changed = ", ".join(f"{k}={v!r}" for k, v in self._values.items() if v != BY_NAME[k].default)
         return f"CandidateConfig({changed})"
 
+    def __reduce__(self):  # training processes and Ray workers receive configs pickled
+        return (_config_of, (self.to_json(),))
+
     def items(self) -> Iterator[tuple[str, Any]]:
         return iter(self._values.items())
 
@@ -150,6 +153,10 @@ class CandidateConfig:
         return self._digest({k: Gene.dump(v) for k, v in c.items() if k in TORCH_GENES})
 
 
+def _config_of(data: dict) -> CandidateConfig:
+    return CandidateConfig.from_json(data)
+
+
 class SearchSpace:
     """The choices of every gene, in genome order; ``SearchSpace()`` holds the declared ones."""
 
@@ -182,6 +189,13 @@ class SearchSpace:
 
     def __repr__(self) -> str:
         return f"SearchSpace({self.open_genes})"
+
+    def __reduce__(self):
+        return (SearchSpace._of, (dict(self._choices),))
+
+    @classmethod
+    def _of(cls, choices: dict[str, tuple]) -> SearchSpace:
+        return cls(**{k: v for k, v in choices.items() if k in BY_NAME})
 
     def replace(self, **choices: tuple) -> SearchSpace:
         return SearchSpace(**(self._choices | choices))
