@@ -14,6 +14,7 @@ from petra.compression.pruning import StructuredPruning
 from petra.compression.recurrent import UnrolledGRU, prune_recurrent_units, unroll_gru
 from petra.errors import PruneError
 from petra.exporters import Precision, export_onnx, quantize
+from petra.exporters.quantize import QuantExclude
 from petra.models.cdnow import GRUEncoder
 from petra.models.ucr import load_ucr
 from tests.user_models import LSTMClassifier
@@ -210,3 +211,12 @@ def test_dynamic_int8_reaches_the_lstm_op_and_keeps_its_predictions(tmp_path):
     accuracy, q_accuracy = (ref.argmax(1) == test.y).mean(), (out.argmax(1) == test.y).mean()
     assert accuracy > 0.9  # a model that learned the task (97% here)
     assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.98 and q_accuracy >= accuracy - 0.02
+    # the dynamo export computes W and R (Slice/Concat); the quantize path folds them
+    dynamo = export_onnx(model, torch.from_numpy(test.x[:2]), tmp_path / "dynamo.onnx", method="dynamo")
+    q_dynamo = quantize(dynamo, tmp_path / "q_dynamo.onnx", precision=Precision.INT8_DYNAMIC)
+    assert [n.op_type for n in onnx.load(str(q_dynamo.path)).graph.node].count("DynamicQuantizeLSTM") == 2
+    # mixed precision by exclusion reaches the LSTM layers, not only the head
+    first = quantize(fp32, tmp_path / "q_first.onnx", precision=Precision.INT8_DYNAMIC,
+                     exclude=QuantExclude.FIRST)
+    ops = [n.op_type for n in onnx.load(str(first.path)).graph.node]
+    assert ops.count("LSTM") == 1 and ops.count("DynamicQuantizeLSTM") == 1 and "MatMulInteger" in ops

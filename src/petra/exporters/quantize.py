@@ -4,7 +4,10 @@ Static INT8 is QDQ with u8 activations and s8 weights: the format ORT's CPU kern
 integer convolutions. (QOperator with s8 activations measured 4.4x slower here, and the
 "Distribution" calibrator is for float8, so neither is offered.) Dynamic INT8 quantizes
 weights only; it pays on MatMul-heavy models and is slower on convolutions, which is exactly
-what the search should find out by measuring.
+what the search should find out by measuring. It also reaches the ONNX ``LSTM`` op, which ORT
+turns into ``DynamicQuantizeLSTM`` only when W and R are 3-D initializers: the TorchScript export
+writes them so, and ``quant_pre_process``'s constant folding makes them so after a dynamo export
+(which computes them with Slice/Concat); tests/compression/test_recurrent.py checks both.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ class QuantExclude(str, Enum):
     SENSITIVE = "sensitive"
 
 
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: the ONNX LSTM counts: dynamic INT8 turns it into DynamicQuantizeLSTM, and in a recurrent model
+#: it holds most of the weights (without it, first/last/first_last all named the head)
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM")
 #: samples used to rank layer sensitivity: enough to order layers, cheap to run N times
 SENSITIVITY_SAMPLES = 64
 #: sensitivity analysis quantizes the model once per weighted layer, and each quantization
