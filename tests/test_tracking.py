@@ -3,7 +3,9 @@
 import pytest
 
 from petra.config import load_config
+from petra.optimizer.events import LogEvents
 from petra.optimizer.study import Study
+from petra.tracking import with_mlflow
 from tests.conftest import TINY_SPACE
 
 mlflow = pytest.importorskip("mlflow")
@@ -14,7 +16,8 @@ def test_study_logs_to_a_local_file_store(tiny_task, tmp_path):
     cfg = load_config(final_sessions=2, final_max_sessions=2,
                       generations=1, population=2, time_budget=60, output=tmp_path / "run",
                       max_threads=1, mlflow_uri=uri)
-    results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).run()
+    sink = with_mlflow(LogEvents(lambda s: None), cfg.mlflow_uri)
+    results = Study(cfg, task=tiny_task, space=TINY_SPACE, progress=sink).run()
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("petra")
     runs = client.search_runs([exp.experiment_id])

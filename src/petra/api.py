@@ -52,4 +52,8 @@ def optimize(model=None, *, train=None, val=None, test=None, metric=None, higher
         options["task"] = task
     if task_object is not None:
         options["task"] = task_object.name
-    return run_study(load_config(**options), task=task_object, log=log)
+    from petra.optimizer.events import LogEvents
+    from petra.tracking import with_mlflow
+
+    cfg = load_config(**options)
+    return run_study(cfg, task=task_object, progress=with_mlflow(LogEvents(log), cfg.mlflow_uri))

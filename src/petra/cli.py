@@ -229,7 +229,8 @@ def optimize(
     device: Optional[str] = typer.Option(None, help="target device [cpu]"),
     generations: Optional[int] = typer.Option(None, help="NSGA-II generations [8]"),
     population: Optional[int] = typer.Option(None, help="candidates per generation [8]"),
-    time_budget: Optional[float] = typer.Option(None, help="wall seconds for baseline + search [180]"),
+    time_budget: Optional[float] = typer.Option(
+        None, help="seconds for the search + final re-measurement (baseline training apart) [180]"),
     max_drop: Optional[float] = typer.Option(None, help="max validation metric drop, points [1.0]"),
     prefer: Optional[Prefer] = typer.Option(None, help="objective that picks the best artifact [latency]"),
     batch: Optional[int] = typer.Option(None, help="batch size of the throughput figure [32]"),
@@ -271,13 +272,30 @@ def optimize(
                       ray_target=ray_target, train_device=train_device)
     cfg = cfg.model_copy(update={"output": cfg.output_dir()})  # one folder, named once
     from petra.optimizer.study import run_study  # after the flags are checked: ~4 s of imports
+    from petra.tracking import with_mlflow
 
-    results = run_study(cfg, task=task_object, progress=make_progress(cfg.progress, cfg.output))
+    results = run_study(cfg, task=task_object,
+                        progress=with_mlflow(make_progress(cfg.progress, cfg.output), cfg.mlflow_uri))
     if cfg.progress == "json":
         return
     print_summary(results)
     console.print(f"results: {results['output']}  (petra report {results['output']})",
                   markup=False, highlight=False, soft_wrap=True)
+
+
+def _stored_mlflow_uri(run_dir: Path) -> str | None:
+    """The MLflow URI the interrupted run logged to (None where the folder holds no study:
+    resuming it then says so in one line)."""
+    from petra.optimizer.store import open_existing
+
+    try:
+        store = open_existing(run_dir)
+    except PetraError:
+        return None
+    try:
+        return (store.run_config() or {}).get("mlflow_uri")
+    finally:
+        store.close()
 
 
 @app.command()
@@ -289,9 +307,10 @@ def resume(
 ) -> None:
     """Continue an interrupted run (Ctrl-C, kill -9) from its study store."""
     from petra.optimizer.study import resume_study
+    from petra.tracking import with_mlflow
 
-    results = resume_study(run_dir, time_budget=time_budget, generations=generations,
-                           progress=make_progress(progress or "rich", run_dir))
+    sink = with_mlflow(make_progress(progress or "rich", run_dir), _stored_mlflow_uri(run_dir))
+    results = resume_study(run_dir, time_budget=time_budget, generations=generations, progress=sink)
     if progress != "json":
         print_summary(results)
 

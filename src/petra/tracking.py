@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from petra.errors import ConfigError
-from petra.optimizer.events import Events
+from petra.optimizer.events import Events, Fanout
+
+
+def with_mlflow(sink: Events, uri: str | None) -> Events:
+    """``sink``, and MLflow beside it when a tracking URI is given (the CLI and ``petra.optimize``
+    compose the sinks; the optimizer only emits events)."""
+    return Fanout(sink, MlflowProgress(uri)) if uri else sink
 
 
 class MlflowProgress(Events):

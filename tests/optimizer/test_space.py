@@ -53,6 +53,9 @@ def test_two_layer_lstm_loses_the_genes_that_cannot_apply_each_with_its_reason()
 def test_transformer_that_torchscript_cannot_export_is_probed_through_dynamo():
     space, removed = _assemble(user_models.transformer_task())
     assert len(space.precision) == 3 and len(space.epochs) > 1
+    assert len(space.prune_ratio) > 1  # heads and FFN neurons (torch-pruning cannot change num_heads)
+    assert set(space.importance) == {Importance.L1, Importance.L2}
+    assert len(space.transformer_fusion) == 2  # ORT fuses its LayerNorms
     assert all(r for _, r in removed)
 
 

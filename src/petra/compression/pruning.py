@@ -14,6 +14,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from petra.compression.attention import has_attention, prune_attention
 from petra.compression.probe import count_params, try_on_copy
 from petra.compression.recurrent import has_recurrent, prune_recurrent_units
 from petra.errors import PruneError
@@ -148,6 +149,9 @@ class StructuredPruning(Pass):
                            what="pruning 50% of the channels", must_shrink=True)
 
     def narrow(self, model) -> dict[str, tuple[tuple, str]]:
+        if has_attention(model):
+            return {"importance": ((Importance.L1, Importance.L2),
+                                   "head and FFN pruning ranks heads and neurons by L1/L2 magnitude")}
         if has_recurrent(model):
             return {"importance": ((Importance.L1, Importance.L2),
                                    "hidden-unit pruning of recurrent layers ranks units by L1/L2 magnitude")}
@@ -160,8 +164,12 @@ class StructuredPruning(Pass):
     def prune(model: nn.Module, example: torch.Tensor, *, ratio: float,
               importance: Importance = Importance.L2, round_to: int = 8,
               calibration: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
-        """torch-pruning leaves nn.GRU untouched and asserts on an LSTM of more than one layer:
-        recurrent models get hidden-unit pruning."""
+        """torch-pruning leaves nn.GRU untouched, asserts on an LSTM of more than one layer and
+        cannot change an attention layer's head count: recurrent models get hidden-unit pruning,
+        transformer encoders head and FFN-neuron pruning."""
+        if has_attention(model):
+            return prune_attention(model, ratio=ratio, round_to=round_to,
+                                   p=1 if importance is Importance.L1 else 2)
         if has_recurrent(model):
             return prune_recurrent_units(model, ratio=ratio, round_to=round_to,
                                          p=1 if importance is Importance.L1 else 2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from petra.errors import ConfigError
 from petra.executors import Executor, make_executor
 from petra.models.base import Task, get_task
 from petra.optimizer.baseline import measure_baselines, probe_space
-from petra.optimizer.events import Events, Fanout, LogEvents
+from petra.optimizer.events import Events, LogEvents
 from petra.optimizer.genome import CandidateConfig, SearchSpace
 from petra.optimizer.records import Trial, pick_best
 from petra.optimizer.remeasure import FINAL_POLICY, refer_to_faster_baseline, remeasure
@@ -38,15 +39,9 @@ __all__ = ["FINAL_POLICY", "SEARCH_POLICY", "Study", "resume_study", "run_study"
 SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
 
 
-def _sink(cfg: RunConfig, progress: Events | None, log: Callable[[str], None] | None) -> Events:
-    """``progress``, or lines through ``log`` (the ``petra`` logger when neither is given);
-    with ``cfg.mlflow_uri``, MLflow beside it."""
-    sink = progress or LogEvents(log)
-    if cfg.mlflow_uri:
-        from petra.tracking import MlflowProgress
-
-        sink = Fanout(sink, MlflowProgress(cfg.mlflow_uri))
-    return sink
+def _sink(progress: Events | None, log: Callable[[str], None] | None) -> Events:
+    """``progress``, or lines through ``log`` (the ``petra`` logger when neither is given)."""
+    return progress or LogEvents(log)
 
 
 class Study:
@@ -64,7 +59,7 @@ class Study:
         self.cfg, self.resume = cfg, resume
         #: where candidates are built and measured (from ``cfg.executor`` unless given)
         self.executor = executor
-        self.events = _sink(cfg, progress, log)
+        self.events = _sink(progress, log)
         self.log = self.events.message
         self.out = ensure_writable(cfg.output_dir())
         #: every runtime of the search (several with --runtime auto); the first names the run
@@ -149,7 +144,11 @@ class Study:
     def prepare(self) -> None:
         """The trained FP32 teacher (from the cache when it exists) and the candidate builder."""
         self.events.stage("baseline")
+        t0 = time.monotonic()
         teacher = self.task.baseline(log=self.log)
+        #: training a user's baseline is reported apart and never eats the search's budget
+        self.baseline_train_s = time.monotonic() - t0
+        self.budget.start += self.baseline_train_s
         self.builder = CandidateBuilder(self.task, teacher, self.runtime, self.out,
                                         throughput_batch=self.cfg.batch, policy=SEARCH_POLICY,
                                         seed=self.cfg.seed,
@@ -168,6 +167,7 @@ class Study:
             "executor": self.executor.describe() if self.executor is not None else None,
             "generations_completed": self.loop.completed, "generations": self.loop.history,
             "removed_genes": self.removed_genes,
+            "baseline_train_s": getattr(self, "baseline_train_s", None),
         })
 
     # -- the whole run ----------------------------------------------------------------------
