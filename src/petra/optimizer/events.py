@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from petra.candidate import describe
+
 
 class Events:
     """The event protocol, every method a no-op: a sink overrides what it cares about."""
@@ -75,15 +77,11 @@ class Fanout(Events):
 
 
 def trial_line(e: dict[str, Any]) -> str:
-    c = e["config"]
-    desc = (f"prune={c['prune_ratio']:.1f} ep={c['epochs']} reg={c['regularizer']} "
-            f"{c['precision']} thr={c['threads']}")
-    if c.get("runtime", "onnxruntime") != "onnxruntime":
-        desc = f"ov {desc} {c.get('ov_precision', '')}"
+    desc = describe(e["config"])
     if e.get("latency_ms") is None:
-        return f"  #{e['trial']:<3} {desc:<48} FAIL  {e.get('reason')}"
+        return f"  #{e['trial']:<3} {desc:<60} FAIL  {e.get('reason')}"
     m = e["metric"]
-    return (f"  #{e['trial']:<3} {desc:<48} {e['state']:<10} {m['name']}={m['val']:.2f} "
+    return (f"  #{e['trial']:<3} {desc:<60} {e['state']:<10} {m['name']}={m['val']:.2f} "
             f"p50={e['latency_ms']['p50']:.4f}ms size={e['size_bytes'] / 1e3:.0f}kB "
             f"({e['elapsed_s']:.1f}s)")
 
