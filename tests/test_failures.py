@@ -25,8 +25,31 @@ class HardCodedWidth(nn.Module):
         return self.fc(torch.relu(self.bn(self.conv(x))).reshape(-1, 16 * 8 * 8))
 
 
-def test_candidates_that_break_are_recorded_and_the_search_finishes(tiny_task, tmp_path):
+class DivergesWhenTrained(nn.Module):
+    """A trained model whose every training step diverges (what a fine-tune at a learning rate
+    far too high looks like): no probe can see it, only building the candidate does."""
+
+    def __init__(self, trained: nn.Module) -> None:
+        super().__init__()
+        self.net = trained
+
+    def forward(self, x):
+        out = self.net(x)
+        return out * float("nan") if self.training else out
+
+
+def test_a_pass_that_cannot_apply_leaves_before_the_search(tiny_task):
+    """Pruning a hard-coded reshape used to fail candidate after candidate; the probe removes it."""
+    from petra.optimizer.space import assemble
+
     task = Task("hardcoded", HardCodedWidth, tiny_task.train, tiny_task.val, tiny_task.test)
+    space, removed = assemble(task, task.architecture(), ("onnxruntime",), 1)
+    assert space.prune_ratio == (0.0,) and "pruning 50%" in dict(removed)["prune_ratio"]
+
+
+def test_candidates_that_break_are_recorded_and_the_search_finishes(tiny_task, tiny_teacher, tmp_path):
+    task = Task("diverges", model=DivergesWhenTrained(tiny_teacher), train=tiny_task.train,
+                val=tiny_task.val, test=tiny_task.test)
     space = SearchSpace(prune_ratio=(0.0, 0.5), round_to=(1,), epochs=(0, 1), lr=(3e-3,),
                         precision=(Precision.FP32, Precision.INT8_STATIC), threads=(1,))
     cfg = load_config(final_sessions=2, final_max_sessions=2,
@@ -34,15 +57,16 @@ def test_candidates_that_break_are_recorded_and_the_search_finishes(tiny_task, t
                       multi_fidelity=False)
     results = Study(cfg, task=task, space=space, log=lambda s: None).run()
     failed = [t for t in results["all_trials"] if t["state"] == "FAIL"]
-    assert failed, "pruning a hard-coded reshape must fail some candidates"
-    assert all(t["reason"] and ":" in t["reason"] for t in failed)
+    assert failed, "a fine-tune that diverges must fail its candidates"
+    assert all("nan" in t["reason"] and t["config"]["epochs"] > 0 for t in failed)
     assert results["status"] == "complete" and results["best"] is not None
     assert results["failed"] == len(failed) < results["trials"]
 
 
 def test_a_runtime_that_aborts_the_process_fails_only_its_trials(tiny_task, tmp_path):
+    # every candidate at BASIC (the baseline is measured at ALL): no population can miss it
     space = SearchSpace(prune_ratio=(0.0,), epochs=(0,), precision=(Precision.FP32, Precision.INT8_STATIC),
-                        graph_opt=(GraphOpt.BASIC, GraphOpt.ALL), threads=(1,))
+                        graph_opt=(GraphOpt.BASIC,), threads=(1,))
     cfg = load_config(final_sessions=2, final_max_sessions=2,
                       generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
     study = Study(cfg, task=tiny_task, space=space, log=lambda s: None)
