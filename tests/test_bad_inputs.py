@@ -173,9 +173,10 @@ def run_main(args: list[str], capfd, monkeypatch) -> tuple[int, str, str]:
     """``petra ARGS`` through ``main()``: (exit code, stdout, stderr). An exception that escaped
     ``main`` would be the traceback a user sees: it fails the test as it is."""
     import petra.cli
+    import petra.cli_errors
 
     monkeypatch.setattr(sys, "argv", ["petra", *args])
-    monkeypatch.setattr(petra.cli, "run_log_dir", None)
+    monkeypatch.setattr(petra.cli_errors, "run_log_dir", None)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with pytest.raises(SystemExit) as done:

