@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from petra.errors import ConfigError
@@ -91,6 +92,17 @@ def split_cores(cores: list[int], parts: int) -> list[list[int]]:
     if parts <= len(cores):
         return [cores[i::parts] for i in range(parts)]
     return [[cores[i % len(cores)]] for i in range(parts)]
+
+
+@dataclass
+class _Flight:
+    """The builds in flight of one ``run``: when each started, its retries, its future."""
+
+    started: dict[int, float] = field(default_factory=dict)
+    running_since: dict[int, float] = field(default_factory=dict)
+    retries: dict[int, int] = field(default_factory=dict)
+    stopped: dict[int, str] = field(default_factory=dict)
+    pending: dict[Future, Job] = field(default_factory=dict)
 
 
 class ParallelExecutor(Executor):
@@ -185,74 +197,70 @@ class ParallelExecutor(Executor):
                     os.kill(pid, signal.SIGKILL)
         return over
 
+    def _submit(self, f: _Flight, job: Job) -> None:
+        f.started.setdefault(job.index, time.monotonic())
+        f.running_since.pop(job.index, None)
+        f.pending[self.pool.submit(_build, job.config, job.fidelity, job.index, self._claims)] = job
+
+    def _gave_up(self, f: _Flight, job: Job, reason: str) -> Outcome:
+        return self.failed(job, reason, f.started[job.index], retries=f.retries.get(job.index, 0))
+
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
         from petra.exporters import Artifact
 
-        started: dict[int, float] = {}
-        running_since: dict[int, float] = {}
-        retries: dict[int, int] = {}
-        stopped: dict[int, str] = {}
-        pending: dict[Future, Job] = {}
+        f = _Flight()
         limited = self.timeout_s is not None or self.memory_mb is not None
-
-        def submit(job: Job) -> None:
-            started.setdefault(job.index, time.monotonic())
-            running_since.pop(job.index, None)
-            pending[self.pool.submit(_build, job.config, job.fidelity, job.index, self._claims)] = job
-
-        def gave_up(job: Job, reason: str) -> Outcome:
-            return self.failed(job, reason, started[job.index], retries=retries.get(job.index, 0))
-
         for job in jobs:
-            submit(job)
+            self._submit(f, job)
         try:
-            while pending:
-                done, _ = wait(list(pending), timeout=0.5 if limited else None,
+            while f.pending:
+                done, _ = wait(list(f.pending), timeout=0.5 if limited else None,
                                return_when=FIRST_COMPLETED)
                 if limited:
-                    stopped |= self._over_limit(running_since)
+                    f.stopped |= self._over_limit(f.running_since)
                 lost: list[Job] = []
                 for fut in done:
-                    job = pending.pop(fut)
-                    t0, n = started[job.index], retries.get(job.index, 0)
+                    job = f.pending.pop(fut)
                     try:
                         art_path, timings = fut.result()
                     except BrokenProcessPool:
                         lost.append(job)
                         continue
                     except Exception as exc:
-                        yield gave_up(job, failure_reason(exc))
+                        yield self._gave_up(f, job, failure_reason(exc))
                         continue
-                    yield self.measure_and_score(job, Artifact.of(art_path), timings, t0, quiet=self.paused,
-                                                 retries=n)
-                if not lost:
-                    continue
-                # a training process died (stopped here, killed by the OS, a native crash): the
-                # pool is broken; builds that were running in the dead process count a retry,
-                # the others simply start again on fresh processes
-                lost += list(pending.values())
-                pending.clear()
-                dead = self._died_running()
-                self.pool.shutdown(wait=False, cancel_futures=True)
-                for f in Path(self._claims).iterdir():
-                    f.unlink(missing_ok=True)
-                self.restarts += 1
-                self._new_pool()
-                for job in lost:
-                    if job.index in stopped:
-                        yield gave_up(job, stopped.pop(job.index))
-                        continue
-                    if job.index in dead or not dead:
-                        retries[job.index] = retries.get(job.index, 0) + 1
-                    if retries.get(job.index, 0) > MAX_RETRIES:
-                        yield gave_up(job, f"train: the training process died {retries[job.index]} "
-                                           "times (out of memory or a native crash?)")
-                    else:
-                        submit(job)
-                stopped.clear()
+                    yield self.measure_and_score(job, Artifact.of(art_path), timings, f.started[job.index],
+                                                 quiet=self.paused, retries=f.retries.get(job.index, 0))
+                if lost:
+                    yield from self._restart(f, lost)
         finally:
-            for fut in pending:  # budget spent or Ctrl-C: what has not started never will
+            for fut in f.pending:  # budget spent or Ctrl-C: what has not started never will
                 fut.cancel()
+
+    def _restart(self, f: _Flight, lost: list[Job]) -> Iterator[Outcome]:
+        """A training process died (stopped here, killed by the OS, a native crash): the pool is
+        broken; builds that were running in the dead process count a retry, the others simply
+        start again on fresh processes."""
+        lost += list(f.pending.values())
+        f.pending.clear()
+        dead = self._died_running()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for claim in Path(self._claims).iterdir():
+            claim.unlink(missing_ok=True)
+        self.restarts += 1
+        self._new_pool()
+        for job in lost:
+            if job.index in f.stopped:
+                yield self._gave_up(f, job, f.stopped.pop(job.index))
+                continue
+            if job.index in dead or not dead:
+                f.retries[job.index] = f.retries.get(job.index, 0) + 1
+            if f.retries.get(job.index, 0) > MAX_RETRIES:
+                yield self._gave_up(f, job, f"train: the training process died {f.retries[job.index]} "
+                                            "times (out of memory or a native crash?)")
+            else:
+                self._submit(f, job)
+        f.stopped.clear()
 
     def describe(self) -> dict:
         return {"name": self.name, "workers": self.workers, "cores": getattr(self, "_cores", None),

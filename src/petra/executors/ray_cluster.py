@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +108,18 @@ class TargetMeasurer:
 
 
 # -- the driver side ------------------------------------------------------------------------
+@dataclass
+class _RayFlight:
+    """The jobs of one ``run``: training tasks, artifacts waiting for an actor, measurements."""
+
+    idle: deque
+    started: dict[int, float] = field(default_factory=dict)
+    retries: dict[int, int] = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # ObjectRef -> Job
+    waiting: deque = field(default_factory=deque)  # (job, artifact, payload) ready to measure
+    measuring: dict = field(default_factory=dict)  # ObjectRef -> (actor, job, artifact, payload, t0)
+
+
 class RayExecutor(Executor):
     name = "ray"
 
@@ -209,83 +221,79 @@ class RayExecutor(Executor):
         self.lost_nodes.append(self.nodes.pop(id(actor), "?"))
         self.log(f"target node {self.lost_nodes[-1][:12]} lost; its measurement goes to another node")
 
+    def _train_job(self, f: _RayFlight, job: Job) -> None:
+        f.started.setdefault(job.index, time.monotonic())
+        f.training[self._train.remote(self._recipe_ref, job.config, job.fidelity, self.train_cpus)] = job
+
+    def _gave_up(self, f: _RayFlight, job: Job, reason: str) -> Outcome:
+        return self.failed(job, reason, f.started[job.index], retries=f.retries.get(job.index, 0))
+
     def run(self, jobs: Iterable[Job]) -> Iterator[Outcome]:
-        ray = self.ray
-        started: dict[int, float] = {}
-        retries: dict[int, int] = {}
-        training: dict = {}  # ObjectRef -> Job
-        waiting: deque = deque()  # (job, artifact, payload) ready to measure
-        measuring: dict = {}  # ObjectRef -> (actor, job, artifact, payload)
-        idle = deque(self.actors)
-
-        def train(job: Job) -> None:
-            started.setdefault(job.index, time.monotonic())
-            ref = self._train.remote(self._recipe_ref, job.config, job.fidelity, self.train_cpus)
-            training[ref] = job
-
-        def failed(job: Job, reason: str) -> Outcome:
-            return self.failed(job, reason, started[job.index], retries=retries.get(job.index, 0))
-
+        f = _RayFlight(idle=deque(self.actors))
         for job in jobs:
-            train(job)
+            self._train_job(f, job)
         try:
-            while training or waiting or measuring:
-                if not self.actors and (waiting or measuring):
+            while f.training or f.waiting or f.measuring:
+                if not self.actors and (f.waiting or f.measuring):
                     self._replace_lost()
-                    idle.extend(a for a in self.actors if a not in idle)
-                while idle and waiting:
-                    job, art, payload = waiting.popleft()
-                    actor = idle.popleft()
+                    f.idle.extend(a for a in self.actors if a not in f.idle)
+                while f.idle and f.waiting:
+                    job, art, payload = f.waiting.popleft()
+                    actor = f.idle.popleft()
                     req = self.request(job, art)
                     ref = actor.measure.remote(req, payload["main"], payload["files"], True)
-                    measuring[ref] = (actor, job, art, payload, time.perf_counter())
-                ready, _ = ray.wait(list(training) + list(measuring), num_returns=1, timeout=5.0)
+                    f.measuring[ref] = (actor, job, art, payload, time.perf_counter())
+                ready, _ = self.ray.wait(list(f.training) + list(f.measuring), num_returns=1, timeout=5.0)
                 for ref in ready:
-                    if ref in training:
-                        job = training.pop(ref)
-                        try:
-                            payload = ray.get(ref)
-                        except ray.exceptions.RayTaskError as exc:
-                            yield failed(job, failure_reason(exc.cause or exc))
-                            continue
-                        except ray.exceptions.RayError as exc:  # Ray's own retries were spent
-                            n = retries[job.index] = retries.get(job.index, 0) + 1
-                            if n > MAX_RETRIES:
-                                yield failed(job, f"train: lost its Ray worker {n} times "
-                                                  f"({type(exc).__name__})")
-                            else:
-                                train(job)
-                            continue
-                        try:
-                            art = self._write(job, payload)
-                        except OSError as exc:
-                            yield failed(job, f"transfer: {exc}")
-                            continue
-                        waiting.append((job, art, payload))
-                        continue
-                    actor, job, art, payload, t_measure = measuring.pop(ref)
-                    try:
-                        m = ray.get(ref)
-                    except ray.exceptions.RayTaskError as exc:
-                        idle.append(actor)
-                        yield failed(job, failure_reason(exc.cause or exc))
-                        continue
-                    except ray.exceptions.RayActorError:
-                        self._lose(actor)
-                        self.requeued += 1
-                        retries[job.index] = retries.get(job.index, 0) + 1
-                        waiting.appendleft((job, art, payload))
-                        continue
-                    idle.append(actor)
-                    timings = payload["timings"] | {"measure_s": time.perf_counter() - t_measure}
-                    yield self.score(job, art, m, timings, started[job.index],
-                                     retries=retries.get(job.index, 0), extra={"train_node": payload["node"]})
+                    outcome = self._trained(f, ref) if ref in f.training else self._measured(f, ref)
+                    if outcome is not None:
+                        yield outcome
         finally:
-            for ref in list(training) + list(measuring):  # budget spent: abandon the rest
+            for ref in list(f.training) + list(f.measuring):  # budget spent: abandon the rest
                 try:
-                    ray.cancel(ref, force=ref in training)
+                    self.ray.cancel(ref, force=ref in f.training)
                 except Exception:  # noqa: BLE001 - cancelling is best effort
                     pass
+
+    def _trained(self, f: _RayFlight, ref) -> Outcome | None:
+        """A training task ended: its artifact waits for a measurement actor, or it failed."""
+        ray, job = self.ray, f.training.pop(ref)
+        try:
+            payload = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            return self._gave_up(f, job, failure_reason(exc.cause or exc))
+        except ray.exceptions.RayError as exc:  # Ray's own retries were spent
+            n = f.retries[job.index] = f.retries.get(job.index, 0) + 1
+            if n > MAX_RETRIES:
+                return self._gave_up(f, job, f"train: lost its Ray worker {n} times ({type(exc).__name__})")
+            self._train_job(f, job)
+            return None
+        try:
+            art = self._write(job, payload)
+        except OSError as exc:
+            return self._gave_up(f, job, f"transfer: {exc}")
+        f.waiting.append((job, art, payload))
+        return None
+
+    def _measured(self, f: _RayFlight, ref) -> Outcome | None:
+        """A measurement ended: score it, or put the job back when its actor was lost."""
+        ray = self.ray
+        actor, job, art, payload, t_measure = f.measuring.pop(ref)
+        try:
+            m = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            f.idle.append(actor)
+            return self._gave_up(f, job, failure_reason(exc.cause or exc))
+        except ray.exceptions.RayActorError:
+            self._lose(actor)
+            self.requeued += 1
+            f.retries[job.index] = f.retries.get(job.index, 0) + 1
+            f.waiting.appendleft((job, art, payload))
+            return None
+        f.idle.append(actor)
+        timings = payload["timings"] | {"measure_s": time.perf_counter() - t_measure}
+        return self.score(job, art, m, timings, f.started[job.index],
+                          retries=f.retries.get(job.index, 0), extra={"train_node": payload["node"]})
 
     def measure(self, config, artifact, policy):
         """Final re-measurement: always the first live target node, so the front's figures
