@@ -21,10 +21,11 @@ def sha256_file(path: Path) -> str:
 
 
 def artifact_files(path: Path) -> list[Path]:
-    """Every file the model at ``path`` consists of (the IR's .bin beside its .xml)."""
+    """Every file the model at ``path`` consists of: itself, and a weights file of the same name
+    beside it (an OpenVINO IR's .bin beside its .xml)."""
     path = Path(path)
     weights = path.with_suffix(".bin")
-    return [path, weights] if path.suffix == ".xml" and weights.is_file() else [path]
+    return [path, weights] if weights != path and weights.is_file() else [path]
 
 
 @dataclass(frozen=True)

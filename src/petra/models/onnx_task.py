@@ -49,30 +49,21 @@ def _fp32_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     return session.run_batched(x)
 
 
-def onnx_task(onnx_path: Path | str, data_path: Path | str, seed: int = 0) -> OnnxTask:
-    import onnx
+def _input_spec(onnx_path: Path):
+    """The model's input as the one input reader sees it: known rank, dynamic batch."""
+    from petra.runtimes import model_input
 
-    onnx_path, data_path = Path(onnx_path), Path(data_path)
-    if not onnx_path.is_file():
-        raise ConfigError(f"no such model file {str(onnx_path)!r}; pass --onnx path/to/model.onnx")
-    if not data_path.is_file():
-        raise ConfigError(f"no such data file {str(data_path)!r}; pass --data with an .npz holding 'x'")
-    try:
-        graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    except Exception as exc:
-        raise ConfigError(f"{onnx_path} is not an ONNX model ({type(exc).__name__}); "
-                          "pass a file written by torch.onnx.export") from None
-    initializers = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if not inputs or not inputs[0].type.tensor_type.shape.dim:
+    spec = model_input(onnx_path)
+    if not spec.shape:
         raise ConfigError(f"{onnx_path} has no tensor input of known rank; pass a file written by "
                           "torch.onnx.export with an example input")
-    expected = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?")
-                for d in inputs[0].type.tensor_type.shape.dim]
-    batch_dim = inputs[0].type.tensor_type.shape.dim[0]
-    if batch_dim.HasField("dim_value") and batch_dim.dim_value != 0:
-        raise ConfigError(f"{onnx_path.name} has a fixed batch size {batch_dim.dim_value}; export it "
+    if spec.shape[0] not in (None, 0):
+        raise ConfigError(f"{onnx_path.name} has a fixed batch size {spec.shape[0]}; export it "
                           "with a dynamic batch axis (dynamic_axes={'input': {0: 'batch'}})")
+    return spec
+
+
+def _load_inputs(data_path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     try:
         with np.load(data_path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -87,28 +78,49 @@ def onnx_task(onnx_path: Path | str, data_path: Path | str, seed: int = 0) -> On
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{data_path.name}: 'x' is not numeric ({arrays['x'].dtype}: {exc}); "
                           "save the model's inputs as a float array") from None
-    if x.ndim != len(expected) or any(isinstance(e, int) and e != got
-                                      for e, got in zip(expected[1:], x.shape[1:])):
-        want = ", ".join(str(e) for e in expected)
-        raise ConfigError(f"{onnx_path.name} expects input {inputs[0].name!r} of shape ({want}), "
-                          f"but 'x' in {data_path.name} has shape {tuple(x.shape)}; save 'x' with "
-                          "that shape, examples first")
     if len(x) < MIN_EXAMPLES:
         raise ConfigError(f"{data_path.name} holds {len(x)} examples; give at least {MIN_EXAMPLES}")
+    return x, arrays
+
+
+def _check_shape(spec, x: np.ndarray, onnx_path: Path, data_path: Path) -> None:
+    fixed = zip(spec.shape[1:], x.shape[1:])
+    if x.ndim != len(spec.shape) or any(e is not None and e != got for e, got in fixed):
+        want = ", ".join("batch" if i == 0 else str(e if e is not None else "?")
+                         for i, e in enumerate(spec.shape))
+        raise ConfigError(f"{onnx_path.name} expects input {spec.name!r} of shape ({want}), "
+                          f"but 'x' in {data_path.name} has shape {tuple(x.shape)}; save 'x' with "
+                          "that shape, examples first")
+
+
+def _targets(arrays: dict, x: np.ndarray, local: Path, data_path: Path) -> tuple[np.ndarray, Metric]:
+    """Labels ``y`` with accuracy, or without them agreement with the FP32 model's predictions."""
+    if "y" in arrays:
+        y = np.asarray(arrays["y"]).astype(np.int64)
+        if len(y) != len(x):
+            raise ConfigError(f"{data_path.name}: 'x' has {len(x)} rows but 'y' has {len(y)}")
+        return y, ACCURACY
+    out = _fp32_outputs(local, x)
+    if out.ndim != 2:
+        raise ConfigError(f"the model's output has shape {out.shape[1:]}, not (classes,): "
+                          "add integer labels 'y' to the .npz")
+    return out.argmax(axis=1).astype(np.int64), Metric("agreement", ACCURACY.fn)
+
+
+def onnx_task(onnx_path: Path | str, data_path: Path | str, seed: int = 0) -> OnnxTask:
+    onnx_path, data_path = Path(onnx_path), Path(data_path)
+    if not onnx_path.is_file():
+        raise ConfigError(f"no such model file {str(onnx_path)!r}; pass --onnx path/to/model.onnx")
+    if not data_path.is_file():
+        raise ConfigError(f"no such data file {str(data_path)!r}; pass --data with an .npz holding 'x'")
+    spec = _input_spec(onnx_path)
+    x, arrays = _load_inputs(data_path)
+    _check_shape(spec, x, onnx_path, data_path)
     # the cache keeps a copy so trial artifacts never point at a file the user may move
     local = Path(default_cache_dir()) / "onnx" / f"{onnx_path.stem}.onnx"
     local.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, local)
-    if "y" in arrays:
-        y, metric = np.asarray(arrays["y"]).astype(np.int64), ACCURACY
-        if len(y) != len(x):
-            raise ConfigError(f"{data_path.name}: 'x' has {len(x)} rows but 'y' has {len(y)}")
-    else:
-        out = _fp32_outputs(local, x)
-        if out.ndim != 2:
-            raise ConfigError(f"the model's output has shape {out.shape[1:]}, not (classes,): "
-                              "add integer labels 'y' to the .npz")
-        y, metric = out.argmax(axis=1).astype(np.int64), Metric("agreement", ACCURACY.fn)
+    y, metric = _targets(arrays, x, local, data_path)
     idx = np.random.default_rng(seed).permutation(len(x))
     a, b = len(x) // 2, (3 * len(x)) // 4
     parts = [Split(x[idx[s]], y[idx[s]]) for s in (slice(0, a), slice(a, b), slice(b, None))]
