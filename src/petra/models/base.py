@@ -245,6 +245,9 @@ class Task:
             return model
         cache_dir = Path(cache_dir or default_cache_dir()) / "baselines"
         path = cache_dir / f"{self.name}-{self.content_hash()}.pt"
+        # the initial weights come from the global generator: seeded, a baseline does not depend
+        # on what ran before it in the process (a width-4 CNN once trained to chance that way)
+        torch.manual_seed(self.train_settings.seed)
         model = self.build_model()
         if path.exists():
             try:
