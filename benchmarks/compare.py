@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -140,10 +141,23 @@ class Bench:
             singles.cfg.final_sessions, singles.cfg.final_max_sessions)
         singles.builder.close()
         for i, (t, _) in enumerate(todo):
-            self.search_p50[id(t)] = t.measurement.p50_ms
-            if merged[i] is not None:
-                t.measurement = merged[i]
+            new = t if merged[i] is None else replace(t, measurement=merged[i])  # trials are immutable
+            self.search_p50[id(new)] = t.measurement.p50_ms
+            if new is not t:
+                self._swap(t, new)
         self.remeasured = sum(m is not None for m in merged)
+
+    def _swap(self, old, new) -> None:
+        """Every row that holds ``old`` holds its re-measured record instead."""
+        for p in self.pending.values():
+            p["front"] = [new if x is old else x for x in p["front"]]
+            p["trials"] = [new if x is old else x for x in p["trials"]]
+            if p["study_baseline"] is old:
+                p["study_baseline"] = new
+        baselines = self.pending["baseline"]["study"].baselines
+        for runtime, b in list(baselines.items()):
+            if b is old:
+                baselines[runtime] = new
 
     def build_rows(self) -> None:
         singles = self.pending["baseline"]["study"]

@@ -115,4 +115,6 @@ def test_qat_of_a_1d_cnn_stores_int8_conv1d_weights(tmp_path):
     x = task.val.x
     sess = _session(art.path)
     out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    assert (out.argmax(1) == predict(model, x).argmax(1)).mean() > 0.95
+    fq = predict(model, x)  # ORT runs the function that was fake-quantized (argmax would flip on
+    assert np.corrcoef(out.ravel(), fq.ravel())[0, 1] > 0.99  # near-tied logits of a 4-epoch model)
+    assert np.abs(out - fq).max() < 0.5 * fq.std()

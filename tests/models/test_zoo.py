@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from petra.compression.pruning import Importance
 from petra.errors import ConfigError
 from petra.models import Metric, Task, TrainSettings, get_task, task_names
 from petra.models import fashion_mnist as fm
@@ -18,7 +17,6 @@ from petra.models.checks import check_baseline
 from petra.models.digits import digits_task
 from petra.models.mobilenet import MobileNetV2, pretrained_mobilenet_v2
 from petra.models.ucr import load_ucr
-from petra.optimizer.genome import Regularizer, SearchSpace
 
 
 def test_registry_lists_every_domain():
@@ -84,18 +82,6 @@ def test_mobilenet_loads_torchvision_weights_and_folds_grey_exactly():
     rgb.load_state_dict(state)
     x = torch.randn(2, 1, 28, 28)
     torch.testing.assert_close(grey(x), rgb(x.repeat(1, 3, 1, 1)), atol=1e-4, rtol=1e-4)
-
-
-def test_task_search_space_removes_genes_that_do_not_apply():
-    task = cdnow_task(hidden=8, layers=1, limit=600, max_epochs=1)
-    space = task.search_space(SearchSpace())
-    assert set(space.importance) == {Importance.L1, Importance.L2}
-    assert set(space.regularizer) == {Regularizer.NONE, Regularizer.KD}
-    assert space.unroll_recurrent == (False, True)
-    assert space.qat == (False,)  # QAT fake-quantizes Conv2d/Linear graphs, not a GRU
-    bad = Task("t", task.build_model, task.train, task.val, task.test, gene_choices={"nope": (1,)})
-    with pytest.raises(ConfigError, match="unknown gene 'nope'"):
-        bad.search_space(SearchSpace())
 
 
 def test_drop_interval_is_paired():

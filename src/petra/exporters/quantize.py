@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -56,6 +57,11 @@ class QuantExclude(str, Enum):
 
 #: the ONNX LSTM counts: dynamic INT8 turns it into DynamicQuantizeLSTM, and in a recurrent model
 #: it holds most of the weights (without it, first/last/first_last all named the head)
+#: ORT's shape inference gives no type to the outputs of its own fused contrib ops
+#: (SkipLayerNormalization after transformer fusion): "Unable to find data type for
+#: weight_name=..." unless the quantizer is told that untyped tensors are float
+FLOAT_DEFAULT = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
+
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM")
 #: samples used to rank layer sensitivity: enough to order layers, cheap to run N times
 SENSITIVITY_SAMPLES = 64
@@ -84,6 +90,18 @@ def calibration_batches(n: int, batch: int) -> list[slice]:
     k = -(-n // batch) if n else 0
     size = n // k if k else 0
     return [slice(i * size, (i + 1) * size) for i in range(k)]
+
+
+@contextlib.contextmanager
+def _quiet():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def _reader(input_name: str, data: np.ndarray, batch: int):
@@ -120,8 +138,9 @@ def quantize(
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = dst.with_name(dst.name + ".tmp")
-    # the entropy/percentile calibrators print progress to stdout; keep the CLI's clean
-    quiet = contextlib.redirect_stdout(io.StringIO())
+    # the entropy/percentile calibrators print progress to stdout, and the quantizer warns on
+    # the root logger for every tensor it cannot type: keep the CLI's output clean
+    quiet = _quiet()
     try:
         if precision is Precision.FP32:
             tmp_out.write_bytes(Path(src.path).read_bytes())
@@ -166,7 +185,7 @@ class _Quantizer:
         if self.precision is Precision.INT8_DYNAMIC:
             quantize_dynamic(str(src), str(dst), per_channel=self.per_channel,
                              weight_type=QuantType.QInt8, nodes_to_quantize=nodes_to_quantize,
-                             nodes_to_exclude=nodes_to_exclude)
+                             nodes_to_exclude=nodes_to_exclude, extra_options=FLOAT_DEFAULT)
             return
         data = self.data if data is None else data
         graph = onnx.load(str(src), load_external_data=False).graph
@@ -180,7 +199,7 @@ class _Quantizer:
             quant_format=QuantFormat.QDQ, per_channel=self.per_channel,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=method, nodes_to_quantize=nodes_to_quantize,
-            nodes_to_exclude=nodes_to_exclude,
+            nodes_to_exclude=nodes_to_exclude, extra_options=FLOAT_DEFAULT,
         )
 
 
