@@ -6,10 +6,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from petra.candidate import describe
-
 
 def front_table(results: dict) -> Table:
+    from petra.candidate import describe  # imports torch: only once a front is printed
+
     base = results["baseline"]
     table = Table(title=f"Pareto front - {results['task']} on {results['runtime']} "
                         f"({results['machine']['cpu']}, {results['machine']['cores']} cores)",
