@@ -97,3 +97,13 @@ def test_bench_not_a_model(tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_text("not onnx")
     _one_line_error(petra("bench", str(junk)), "not an ONNX model")
+
+
+def test_genes_lists_every_declared_gene_with_its_owner():
+    from petra.candidate import GENES, OWNER
+
+    proc = petra("genes")
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    for g in GENES:
+        assert any(g.name in line and OWNER[g.name] in line for line in lines), g.name

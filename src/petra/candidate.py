@@ -26,7 +26,7 @@ from petra.exporters.fusion import TransformerFusion
 from petra.exporters.openvino_quant import NncfQuantization
 from petra.exporters.quantize import OrtQuantization, Quantization
 from petra.genes import Gene, Pass, Stage
-from petra.runtimes import RUNTIME_GENES, backend
+from petra.runtimes import RUNTIME_GENES, RUNTIMES, backend
 
 #: every technique, in the order of their genes in a genome (new passes go at the end)
 PASSES: tuple[Pass, ...] = (StructuredPruning(), FineTune(), Regularization(), LowRank(),
@@ -42,7 +42,9 @@ REWRITES: tuple[Pass, ...] = tuple(p for p in PASSES if hasattr(p, "rewrite"))
 #: the genes the torch stage reads: candidates that share them never retrain
 TORCH_GENES = tuple(g.name for g in GENES if g.stage is Stage.TORCH)
 #: which pass declares each gene (for reports: why a gene left the search)
-OWNER: dict[str, str] = {g.name: p.name for p in PASSES for g in p.genes}
+OWNER: dict[str, str] = ({g.name: "runtimes" for g in RUNTIME_GENES}
+                         | {g.name: cls.name for cls in RUNTIMES.values() for g in cls.genes}
+                         | {g.name: p.name for p in PASSES for g in p.genes})
 
 
 class _View:

@@ -18,7 +18,7 @@ from petra import cli_errors
 from petra.cli_errors import describe, fail, one_line, report_error
 from petra.errors import ConfigError, PetraError
 from petra.optimizer.prefer import Prefer
-from petra.tables import bench_table, front_table, models_table, summary_lines
+from petra.tables import bench_table, front_table, genes_table, models_table, summary_lines
 
 #: what ``show``, ``report`` and ``export`` read in every results.json
 RESULT_KEYS = ("petra_version", "task", "runtime", "status", "machine", "baseline")
@@ -266,6 +266,12 @@ def bench(
         return
     console.print(bench_table(report))
     console.print(verdict(report), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def genes() -> None:
+    """List every gene from its declaration: pass or backend, choices, default, what it does."""
+    console.print(genes_table())
 
 
 @app.command()

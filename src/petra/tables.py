@@ -79,3 +79,18 @@ def models_table(names: list[str], get_task, why) -> Table:
                       "x".join(str(d) for d in t.train.x.shape[1:]), f"{params / 1e6:.2f}M",
                       *base, t.reference or t.description)
     return table
+
+
+def genes_table() -> Table:
+    """Every gene, read from the declarations (nothing here lists them)."""
+    from petra.candidate import GENES, OWNER
+    from petra.genes import Gene
+
+    table = Table(title="petra genes (declared once, beside their pass or backend)", pad_edge=False,
+                  padding=(0, 1))
+    for col in ("gene", "declared by", "stage", "choices", "default", "what it does"):
+        table.add_column(col, justify="left")
+    for g in GENES:
+        table.add_row(g.name, OWNER[g.name], g.stage.value,
+                      ", ".join(str(Gene.dump(c)) for c in g.choices), str(Gene.dump(g.default)), g.help)
+    return table
