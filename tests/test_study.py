@@ -160,6 +160,13 @@ def test_resume_into_another_search_space_is_a_one_line_error(tiny_task, tmp_pat
     with pytest.raises(ConfigError, match="search space changed.*gene 'prune_ratio'") as info:
         Study(cfg, task=tiny_task, space=narrowed, resume=True, log=lambda s: None)
     assert "\n" not in str(info.value)
+    study = Study(cfg, task=tiny_task, space=TINY_SPACE, resume=True, log=lambda s: None)
+    stored = study.store.get_meta("space")
+    study.store.set_meta("space", dict(reversed(list(stored.items()))))  # an older petra's gene order
+    study.store.close()
+    with pytest.raises(ConfigError, match="another order") as info:
+        Study(cfg, task=tiny_task, space=TINY_SPACE, resume=True, log=lambda s: None)
+    assert "\n" not in str(info.value)
 
 
 def test_seeded_configs_skip_the_cheap_pass(tiny_task, tmp_path):

@@ -109,12 +109,16 @@ class Study:
         if stored is None:  # a store from before the space was recorded
             return
         now = self._space_choices()
+        fix = "start a new run with `petra optimize` (finished trials stay in this folder)"
         for gene in sorted(set(stored) | set(now)):
             if stored.get(gene) != now.get(gene):
                 raise ConfigError(
                     f"the search space changed since this run started (gene {gene!r}: "
                     f"{stored.get(gene)} then, {now.get(gene)} now), so its population cannot be "
-                    "resumed; start a new run with `petra optimize` (finished trials stay in this folder)")
+                    f"resumed; {fix}")
+        if list(stored) != list(now):  # same genes, another genome order (another petra)
+            raise ConfigError("the genes of this run's genomes were stored in another order (an older "
+                              f"petra), so its population cannot be resumed; {fix}")
 
     # -- what benchmarks and tests drive one by one ---------------------------------------
     @property
