@@ -99,3 +99,22 @@ def depthwise_task() -> Task:
 def unexportable_task() -> Task:
     train, val, test = load_digits_splits()
     return Task(name="user-eigen", build_model=Eigen, train=train, val=val, test=test, train_settings=QUICK)
+
+
+class Stateful(nn.Module):
+    """Exports, but to another function: the call counter is Python state the tracer bakes in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x.flatten(1)) * self.calls
+
+
+def stateful_task() -> Task:
+    train, val, test = load_digits_splits()
+    return Task(name="user-stateful", build_model=Stateful, train=train, val=val, test=test,
+                train_settings=QUICK)

@@ -85,3 +85,9 @@ def test_openvino_run_drops_ort_only_genes_and_clamps_precision():
     reasons = dict(removed)
     assert space.calibration == (space.calibration[0],) and "ORT's quantizer" in reasons["calibration"]
     assert len(space.nncf_preset) > 1
+
+
+def test_a_model_that_exports_to_another_function_stops_before_training():
+    with pytest.raises(ConfigError, match="disagrees with the torch model") as err:
+        _assemble(user_models.stateful_task())
+    assert "\n" not in str(err.value)

@@ -49,13 +49,34 @@ def default_space(runtimes: tuple[str, ...], n_threads: int) -> SearchSpace:
     return SearchSpace(**kwargs)
 
 
-def _export_as_given(model, example) -> None:
+#: torch vs ONNX Runtime on real validation inputs, relative to the outputs' scale: exporters
+#: agree to ~1e-7 (toolchain notes); a model that disagrees by more exported something else
+PARITY_TOLERANCE = 1e-3
+
+
+def _export_as_given(model, example, inputs) -> None:
+    """Export the model as given and run the file on real validation inputs beside torch: a
+    model that cannot be exported, or exports to another function, stops the run here."""
+    import numpy as np
+    import torch
+
+    from petra.runtimes import get_runtime
+
     with tempfile.TemporaryDirectory(prefix="petra-probe-") as tmp:
         try:
-            export_onnx(model, example, Path(tmp) / "model.onnx")
+            art = export_onnx(model, example, Path(tmp) / "model.onnx")
         except Exception as exc:
             raise ConfigError(f"the model does not export to ONNX ({exc}); make its forward "
                               "traceable by torch.onnx.export (TorchScript or dynamo)") from None
+        with torch.no_grad():
+            expected = model.eval()(torch.from_numpy(np.ascontiguousarray(inputs))).numpy()
+        got = get_runtime("onnxruntime").compile(art.path).run(np.ascontiguousarray(inputs))
+    scale = max(float(np.abs(expected).max()), 1e-6)
+    diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
+    if diff > PARITY_TOLERANCE * scale:
+        raise ConfigError(f"the exported ONNX model disagrees with the torch model on validation inputs "
+                          f"(max difference {diff:.3g} for outputs up to {scale:.3g}); its forward "
+                          "probably depends on Python state the exporter cannot see")
 
 
 def assemble(task, model, runtimes, n_threads: int, space: SearchSpace | None = None
@@ -70,7 +91,7 @@ def assemble(task, model, runtimes, n_threads: int, space: SearchSpace | None = 
     space = space.replace(runtime=tuple(runtimes))
     example = task.example_input
     if model is not None:
-        _export_as_given(model, example)
+        _export_as_given(model, example, task.val.x[:16])
     removed: list[Removed] = []
     choices: dict[str, tuple] = {}
     for p in PASSES:
