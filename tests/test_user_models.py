@@ -42,3 +42,10 @@ def test_transformer_that_torchscript_cannot_export_is_searched_through_dynamo(t
     failed = [t for t in results["all_trials"] if t["state"] == "FAIL"]
     assert failed == [], [t.get("reason") for t in failed]
     assert results["trials"] >= 2 and results["baseline"]["metric"]["val"] > 50
+
+
+def test_depthwise_cnn_search_prunes_with_groups_consistent(tmp_path):
+    results, _ = _search(user_models.depthwise_task(), tmp_path, 45)
+    failed = [t for t in results["all_trials"] if t["state"] == "FAIL"]
+    assert failed == [], [t.get("reason") for t in failed]
+    assert "prune_ratio" not in _removed(results)  # depthwise layers shrink with their inputs

@@ -194,13 +194,25 @@ class _Quantizer:
             Calibration.ENTROPY: CalibrationMethod.Entropy,
             Calibration.PERCENTILE: CalibrationMethod.Percentile,
         }[self.calibration]
-        quantize_static(
-            str(src), str(dst), _reader(graph.input[0].name, data, self.batch),
-            quant_format=QuantFormat.QDQ, per_channel=self.per_channel,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=method, nodes_to_quantize=nodes_to_quantize,
-            nodes_to_exclude=nodes_to_exclude, extra_options=FLOAT_DEFAULT,
-        )
+
+        def run(options: dict) -> None:
+            quantize_static(
+                str(src), str(dst), _reader(graph.input[0].name, data, self.batch),
+                quant_format=QuantFormat.QDQ, per_channel=self.per_channel,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=method, nodes_to_quantize=nodes_to_quantize,
+                nodes_to_exclude=nodes_to_exclude, extra_options=options,
+            )
+
+        try:
+            run(FLOAT_DEFAULT)
+        except ValueError as exc:
+            # an activation whose calibrated range is zero (a pooled output that a heavily pruned,
+            # not yet fine-tuned encoder leaves constant) has no scale to derive the int32 bias
+            # scale from: ORT refuses the whole model; keep such biases in float instead
+            if "Unable to get valid quantization scale" not in str(exc):
+                raise
+            run(FLOAT_DEFAULT | {"QuantizeBias": False})
 
 
 def _resolve_exclude(exclude: QuantExclude | Sequence[str], model: Path, run: _Quantizer,
