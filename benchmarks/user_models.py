@@ -119,7 +119,7 @@ def markdown(report: dict) -> str:
         def cell(x):
             return "-" if not x else f"{x['p50']:.3f}x ({x['state'].lower()}, drop {x['drop_val']:.2f})"
 
-        lines.append(f"| {name} | {b['p50']:.3f}x / {b['size']:.3f}x | {b['config']} | "
+        lines.append(f"| {name} | {b['p50']:.3f}x / {b['size']:.3f}x | {b['config'].replace('|', 'on')} | "
                      f"{cell(s.get('ort_static_int8'))} | {cell(s.get('ort_dynamic_int8'))} | "
                      f"{cell(s.get('nncf_int8'))} | {r['petra']['failed']} of {r['petra']['trials']} |")
     fusion = report["families"].get("transformer", {}).get("singles", {})
