@@ -1,11 +1,16 @@
 """Models the zoo does not contain, through ``petra optimize``, beside the single techniques.
 
     PYTHONPATH=src:. python benchmarks/user_models.py [--budget 180] [--families lstm,transformer]
+                                                      [--scale user|test]
 
 Four families written the way users write them (tests/user_models.py), on real offline data: a
-depthwise-separable inverted-residual CNN (digits), a 2-layer LSTM and a TransformerEncoder
-(ItalyPowerDemand series), and a trained checkpoint handed in as a module. Each baseline is
-trained to convergence first (early stopping), outside petra's budget. For each family:
+depthwise-separable inverted-residual CNN (digits), a 2-layer LSTM (ItalyPowerDemand series), a
+TransformerEncoder (CDNOW purchase-event sequences; ItalyPowerDemand at ``--scale test``), and
+a trained checkpoint handed in as a module. ``--scale user`` (the default) gives them the widths
+of a small production model (LSTM 128 units, transformer d_model 64 / FFN 256, CNN 32 channels),
+so that inference is compute, not call overhead; ``--scale test`` runs the unit tests' tiny
+sizes. Each baseline is trained to convergence first (early stopping), outside petra's budget.
+For each family:
 
 - petra's best feasible point (validation drop <= --max-drop), ratios to its FP32 baseline;
 - ORT static INT8, ORT dynamic INT8 and NNCF INT8 on OpenVINO alone, each built from the same
@@ -46,18 +51,40 @@ SINGLES = {
 }
 
 
-def families() -> dict:
+def families(scale: str = "user") -> dict:
+    from petra.models.base import Task
+    from petra.models.cdnow import AUC, load_splits
+
+    def depthwise():
+        task = replace(user_models.depthwise_task(), train_settings=CONVERGE)
+        if scale == "user":
+            task = replace(task, name="user-depthwise-c32", build_model=lambda: user_models.DepthwiseCNN(32))
+        return task
+
+    def lstm():
+        task = replace(user_models.lstm_task(), train_settings=CONVERGE)
+        if scale == "user":
+            task = replace(task, name="user-lstm-h128",
+                           build_model=lambda: user_models.LSTMClassifier(1, 128))
+        return task
+
+    def transformer():
+        if scale != "user":
+            return replace(user_models.transformer_task(), train_settings=CONVERGE)
+        train, val, test = load_splits("value-tier")
+        classes = int(train.y.max()) + 1
+        return Task(name="user-transformer-events-d64", train=train, val=val, test=test, metric=AUC,
+                    build_model=lambda: user_models.TransformerClassifier(
+                        3, d_model=64, classes=classes, ff=256, layers=2, events_first=True),
+                    train_settings=replace(CONVERGE, batch_size=256))
+
     def trained_checkpoint():
-        task = replace(user_models.depthwise_task(), name="user-checkpoint", train_settings=CONVERGE)
+        task = replace(depthwise(), name=depthwise().name.replace("depthwise", "checkpoint"))
         model = task.baseline(log=lambda s: None)  # "the user's" training, then handed in as a module
         return replace(task, build_model=None, model=model)
 
-    return {
-        "depthwise": lambda: replace(user_models.depthwise_task(), train_settings=CONVERGE),
-        "lstm": lambda: replace(user_models.lstm_task(), train_settings=CONVERGE),
-        "transformer": lambda: replace(user_models.transformer_task(), train_settings=CONVERGE),
-        "checkpoint": trained_checkpoint,
-    }
+    return {"depthwise": depthwise, "lstm": lstm, "transformer": transformer,
+            "checkpoint": trained_checkpoint}
 
 
 def _ratio(t, base) -> dict | None:
@@ -134,11 +161,12 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=180.0)
     p.add_argument("--max-drop", type=float, default=1.0)
     p.add_argument("--families", default="depthwise,lstm,transformer,checkpoint")
+    p.add_argument("--scale", choices=("user", "test"), default="user")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "user_models")
     args = p.parse_args()
     report = {"date": time.strftime("%Y-%m-%d"), "budget_s": args.budget, "max_drop": args.max_drop,
-              "fingerprint": fingerprint(), "families": {}}
-    builders = families()
+              "scale": args.scale, "fingerprint": fingerprint(), "families": {}}
+    builders = families(args.scale)
     for name in args.families.split(","):
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"petra-user-{name}-") as tmp:

@@ -11,7 +11,7 @@ def test_starter_config_loads_and_flags_win(tmp_path):
     path = tmp_path / "petra.yaml"
     path.write_text(STARTER_CONFIG)
     cfg = load_config(path)
-    assert cfg.task == "digits" and cfg.generations == 8 and cfg.max_drop == 1.0
+    assert cfg.task == "digits" and cfg.generations is None and cfg.stagnation == 4 and cfg.max_drop == 1.0
     assert load_config(path, generations=2, max_drop=0.5).generations == 2
     path.write_text("generations: 3\nmax-drop: 0.2\n")  # dashes, as the flags spell them
     cfg = load_config(path)

@@ -119,3 +119,25 @@ def test_the_front_keeps_the_lowest_error(regression_run):
                         and o["latency_ms"]["p50"] <= f["latency_ms"]["p50"]
                         and o["size_bytes"] <= f["size_bytes"]), (f["trial"], o["trial"])
     assert regression_run["best"]["metric"]["drop_val"] <= MAX_DROP
+
+
+def test_a_regression_task_fine_tunes_and_distils_on_its_own_loss(tecator_task):
+    """``Task.loss``: a pruned regressor recovers under distillation with the task's MSE (before
+    it, fine-tuning hard-wired cross-entropy, which fails on float targets)."""
+    import copy
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from petra.compression.pruning import StructuredPruning
+    from petra.compression.regularizers import Distillation, TaskLoss
+    from petra.compression.training import fit, predict
+
+    task = dataclasses.replace(tecator_task, loss=lambda out, y: F.mse_loss(out[:, 0], y))
+    teacher = task.baseline()
+    model = StructuredPruning.prune(copy.deepcopy(teacher), task.example_input, ratio=0.75, round_to=1)
+    before = MSE(predict(model, task.val.x), task.val.y)
+    fit(model, task.train, epochs=30, lr=1e-3, batch_size=32,
+        loss=Distillation(teacher, 0.5, task_loss=TaskLoss(task.loss)))
+    after = MSE(predict(model, task.val.x), task.val.y)
+    assert after < 0.5 * before

@@ -29,16 +29,21 @@ class LSTMClassifier(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    def __init__(self, channels: int, d_model: int = 32, classes: int = 2) -> None:
+    """``events_first``: inputs are (batch, steps, features), as event sequences come."""
+
+    def __init__(self, channels: int, d_model: int = 32, classes: int = 2, ff: int = 64, layers: int = 2,
+                 events_first: bool = False) -> None:
         super().__init__()
+        self.events_first = events_first
         self.embed = nn.Linear(channels, d_model)
-        layer = nn.TransformerEncoderLayer(d_model, nhead=4, dim_feedforward=64, batch_first=True,
+        layer = nn.TransformerEncoderLayer(d_model, nhead=4, dim_feedforward=ff, batch_first=True,
                                            dropout=0.0)
-        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
         self.head = nn.Linear(d_model, classes)
 
     def forward(self, x):
-        return self.head(self.encoder(self.embed(x.transpose(1, 2))).mean(dim=1))
+        tokens = x if self.events_first else x.transpose(1, 2)
+        return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
 
 
 class InvertedResidual(nn.Module):
@@ -118,3 +123,50 @@ def stateful_task() -> Task:
     train, val, test = load_digits_splits()
     return Task(name="user-stateful", build_model=Stateful, train=train, val=val, test=test,
                 train_settings=QUICK)
+
+
+class QKVSelfAttention(nn.Module):
+    """Multi-head self-attention written by hand: separate q/k/v Linears, heads by reshaping."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = (lin(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+                   for lin in (self.q, self.k, self.v))
+        attn = torch.softmax(q @ k.transpose(-2, -1) / self.head_dim ** 0.5, dim=-1)
+        return self.out((attn @ v).transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+
+class QKVBlock(nn.Module):
+    """Pre-norm transformer block: attention and a fc1/fc2 MLP, each with a residual."""
+
+    def __init__(self, dim: int, num_heads: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = QKVSelfAttention(dim, num_heads)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
+
+
+class QKVAttentionClassifier(nn.Module):
+    def __init__(self, channels: int, d_model: int = 32, heads: int = 4, hidden: int = 64,
+                 classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Linear(channels, d_model)
+        self.blocks = nn.Sequential(QKVBlock(d_model, heads, hidden), QKVBlock(d_model, heads, hidden))
+        self.head = nn.Linear(d_model, classes)
+
+    def forward(self, x):  # (batch, channels, steps)
+        return self.head(self.blocks(self.embed(x.transpose(1, 2))).mean(dim=1))
+
+
+def qkv_task() -> Task:
+    return _series_task("user-qkv-attention", lambda: QKVAttentionClassifier(1))

@@ -28,13 +28,16 @@ def as_metric(metric: Any, higher_is_better: bool = True):
 
 
 def optimize(model=None, *, train=None, val=None, test=None, metric=None, higher_is_better: bool = True,
-             name: str = "my-model", task=None, log: Callable[[str], None] = print, **options) -> dict:
+             loss=None, name: str = "my-model", task=None, log: Callable[[str], None] = print,
+             **options) -> dict:
     """Compress ``model`` (a trained ``nn.Module``) for the runtime in ``options`` and return
     the results dict (the Pareto front, the best artifact, every trial).
 
     ``train``/``val``/``test`` are DataLoaders of ``(inputs, targets)`` batches or
     ``(inputs, targets)`` arrays: train feeds calibration and fine-tuning, validation decides
-    feasibility and selection, test is reported only. ``options`` are the CLI's flags
+    feasibility and selection, test is reported only. ``loss(outputs, targets)`` is what
+    fine-tuning minimises (cross-entropy when None; ``torch.nn.functional.mse_loss`` for a
+    regression). ``options`` are the CLI's flags
     (``runtime="openvino"``, ``time_budget=600``, ``max_drop=0.5``, ``output="runs/x"``, ...).
     Without ``model``, ``task`` names a built-in task or ``"file.py:make_task"``, or is a Task.
     """
@@ -45,7 +48,7 @@ def optimize(model=None, *, train=None, val=None, test=None, metric=None, higher
     task_object = options.pop("task_object", None)
     if model is not None:
         task_object = Task(name=name, model=model, train=train, val=val, test=test,
-                           metric=as_metric(metric, higher_is_better))
+                           metric=as_metric(metric, higher_is_better), loss=loss)
     elif isinstance(task, Task):
         task_object = task
     elif task is not None:

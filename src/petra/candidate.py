@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from petra.compression.depth import BlockRemoval
 from petra.compression.lowrank import LowRank
 from petra.compression.pruning import StructuredPruning
 from petra.compression.qat import QuantAwareTraining
@@ -26,12 +27,12 @@ from petra.exporters.fusion import TransformerFusion
 from petra.exporters.openvino_quant import NncfQuantization
 from petra.exporters.quantize import OrtQuantization, Quantization
 from petra.genes import Gene, Pass, Stage
-from petra.runtimes import RUNTIME_GENES, RUNTIMES, backend
+from petra.runtimes import RUNTIME, RUNTIME_GENES, RUNTIMES, backend
 
 #: every technique, in the order of their genes in a genome (new passes go at the end)
 PASSES: tuple[Pass, ...] = (StructuredPruning(), FineTune(), Regularization(), LowRank(),
                             QuantAwareTraining(), RecurrentUnroll(), Quantization(), OrtQuantization(),
-                            NncfQuantization(), TransformerFusion())
+                            NncfQuantization(), TransformerFusion(), BlockRemoval())
 GENES: tuple[Gene, ...] = tuple(g for p in PASSES for g in p.genes) + RUNTIME_GENES
 BY_NAME: dict[str, Gene] = {g.name: g for g in GENES}
 assert len(BY_NAME) == len(GENES), "a gene is declared twice"
@@ -41,6 +42,10 @@ QUANTIZERS: dict[str, Pass] = {p.name: p for p in PASSES if hasattr(p, "build")}
 REWRITES: tuple[Pass, ...] = tuple(p for p in PASSES if hasattr(p, "rewrite"))
 #: the genes the torch stage reads: candidates that share them never retrain
 TORCH_GENES = tuple(g.name for g in GENES if g.stage is Stage.TORCH)
+#: how an artifact is run (threads, graph level, hint, streams, precision), not what it is: with
+#: screening on, each artifact is timed at the settings that can matter instead of the search
+#: spending a trial per setting (``runtime`` itself picks the artifact's builder, so it stays)
+SETTING_GENES = tuple(g.name for g in RUNTIME_GENES if g is not RUNTIME)
 #: which pass declares each gene (for reports: why a gene left the search)
 OWNER: dict[str, str] = ({g.name: "runtimes" for g in RUNTIME_GENES}
                          | {g.name: cls.name for cls in RUNTIMES.values() for g in cls.genes}
@@ -123,6 +128,23 @@ class CandidateConfig:
         """The keyword settings of the backend's ``compile`` for this config."""
         return self.backend.settings(self)
 
+    def with_settings(self, settings: Mapping[str, Any]) -> CandidateConfig:
+        """This config run at ``settings`` (a backend's ``compile`` keywords, e.g. the fastest of
+        a screened measurement), so that its record, hand-off and key say how it was measured."""
+        names = self.backend.setting_genes
+        return self.replace(**{names[k]: BY_NAME[names[k]].parse(Gene.dump(v))
+                               for k, v in settings.items() if k in names}).canonical()
+
+    def without_settings(self) -> CandidateConfig:
+        """The config with every setting gene at its default: what a screened search asks for."""
+        return self.replace(**{n: BY_NAME[n].default for n in SETTING_GENES}).canonical()
+
+    @property
+    def as_given(self) -> bool:
+        """Whether the config builds the model as given (the FP32 baseline): nothing but its
+        runtime and settings differ from the defaults."""
+        return self.without_settings() == CandidateConfig(runtime=self.runtime).canonical()
+
     def to_json(self) -> dict:
         return {k: Gene.dump(v) for k, v in self._values.items()}
 
@@ -201,6 +223,11 @@ class SearchSpace:
 
     def replace(self, **choices: tuple) -> SearchSpace:
         return SearchSpace(**(self._choices | choices))
+
+    def without_settings(self) -> SearchSpace:
+        """Every setting gene at its default alone: a screened search never spends a trial on
+        one (the configs it decodes are ``CandidateConfig.without_settings``)."""
+        return self.replace(**{n: (BY_NAME[n].default,) for n in SETTING_GENES})
 
     @property
     def gene_names(self) -> tuple[str, ...]:

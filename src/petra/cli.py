@@ -74,6 +74,11 @@ def load_run(run_dir: Path) -> dict:
     return results
 
 
+SCREEN_OPTION = typer.Option(None, "--screen/--no-screen", help=(
+    "screen each artifact at the runtime settings that can matter and measure it at the fastest; "
+    "--no-screen: threads, graph level and OpenVINO settings are genes [screen]"))
+
+
 @app.command()
 def optimize(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file; flags override it"),
@@ -81,7 +86,10 @@ def optimize(
     runtime: Optional[str] = typer.Option(
         None, help="onnxruntime | openvino | auto (the runtime becomes a gene) [onnxruntime]"),
     device: Optional[str] = typer.Option(None, help="target device [cpu]"),
-    generations: Optional[int] = typer.Option(None, help="NSGA-II generations [8]"),
+    generations: Optional[int] = typer.Option(
+        None, help="cap on NSGA-II generations [none: the budget decides]"),
+    stagnation: Optional[int] = typer.Option(
+        None, help="stop after this many generations without a better front [4]"),
     population: Optional[int] = typer.Option(None, help="candidates per generation [8]"),
     time_budget: Optional[float] = typer.Option(
         None, help="seconds for the search + final re-measurement (baseline training apart) [180]"),
@@ -89,6 +97,7 @@ def optimize(
     prefer: Optional[Prefer] = typer.Option(None, help="objective that picks the best artifact [latency]"),
     batch: Optional[int] = typer.Option(None, help="batch size of the throughput figure [32]"),
     max_threads: Optional[int] = typer.Option(None, help="cap on intra-op threads [all cores]"),
+    screen: Optional[bool] = SCREEN_OPTION,
     seed: Optional[int] = typer.Option(None, help="random seed [0]"),
     output: Optional[Path] = typer.Option(None, help="output folder [runs/<task>-<time>]"),
     progress: Optional[str] = typer.Option(None, help="rich | quiet | json [rich]"),
@@ -119,8 +128,9 @@ def optimize(
         task_object = onnx_task(onnx, data, seed=seed or 0)
         task = task_object.name
     cfg = load_config(config, task=task, runtime=runtime, device=device, generations=generations,
+                      stagnation=stagnation,
                       population=population, time_budget=time_budget, max_drop=max_drop,
-                      prefer=prefer, batch=batch, max_threads=max_threads, seed=seed,
+                      prefer=prefer, batch=batch, max_threads=max_threads, seed=seed, screen_settings=screen,
                       output=output, progress=progress, mlflow_uri=mlflow_uri,
                       executor=executor, workers=workers, ray_address=ray_address,
                       ray_target=ray_target, train_device=train_device)

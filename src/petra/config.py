@@ -24,7 +24,10 @@ class RunConfig(BaseModel):
     task: str = "digits"
     runtime: str = "onnxruntime"
     device: str = "cpu"
-    generations: int = Field(8, gt=0)
+    generations: int | None = Field(None, gt=0, description="a cap on NSGA-II generations; by default "
+                                    "the time budget decides")
+    stagnation: int = Field(4, ge=1, description="stop early after this many generations without a "
+                            "better front (validation hypervolume)")
     population: int = Field(8, ge=2)
     time_budget: float = Field(180.0, gt=0, description="wall seconds of the search and the final "
                                "re-measurement (its time is kept from the search); training a baseline "
@@ -36,6 +39,10 @@ class RunConfig(BaseModel):
     seed: int = 0
     output: Path | None = None
     multi_fidelity: bool = True
+    #: each artifact is screened briefly at every runtime setting that can matter here (threads,
+    #: graph level, hint, streams, precision) and measured at the fastest, instead of those
+    #: settings being genes that cost a trial each; False: settings are genes again
+    screen_settings: bool = True
     stage_cache: bool = True
     progress: Literal["rich", "quiet", "json"] = "rich"
     mlflow_uri: str | None = None
@@ -157,10 +164,12 @@ task: digits
 runtime: onnxruntime
 device: cpu
 
-# Search budget: NSGA-II generations x population, stopped cleanly when time_budget (wall
-# seconds of the whole run: baseline training, search, and the final re-measurement, whose
-# expected time is kept from the search) is spent.
-generations: 8
+# Search budget: NSGA-II generations of `population` candidates until time_budget (wall
+# seconds of the search and the final re-measurement, whose expected time is kept from the
+# search; training a baseline is reported apart) is spent, or until the front has not improved
+# for `stagnation` generations. `generations: N` caps the count.
+generations: null
+stagnation: 4
 population: 8
 time_budget: 180
 
@@ -174,6 +183,9 @@ prefer: latency
 batch: 32
 # Cap on intra-op threads (default: all cores of this process).
 # max_threads: 2
+# Runtime settings (threads, graph level, OpenVINO hint/streams/precision) are screened briefly
+# for each built artifact, which is then measured at the fastest; false makes them genes again.
+screen_settings: true
 seed: 0
 # Output folder (default: runs/<task>-<timestamp>).
 # output: runs/my-run

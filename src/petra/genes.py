@@ -92,6 +92,6 @@ class Pass:
     def applies(self, model, example, backend) -> str | None:
         return None
 
-    def narrow(self, model) -> dict[str, tuple[tuple, str]]:
+    def narrow(self, model, example) -> dict[str, tuple[tuple, str]]:
         """gene -> (the choices that can work, why the others cannot)."""
         return {}

@@ -24,11 +24,12 @@ import torch
 from torch import nn
 
 from petra.candidate import QUANTIZERS, REWRITES, CandidateConfig
+from petra.compression.depth import DEPTH_GENES, drop_blocks
 from petra.compression.lowrank import LowRankRegularizer, factorize, truncate
-from petra.compression.pruning import StructuredPruning, recalibrate_bn
+from petra.compression.pruning import StructuredPruning, recalibrate_bn, stage_ratios
 from petra.compression.qat import calibrate, export_qat, prepare_qat
 from petra.compression.recurrent import unroll_gru
-from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation, Regularizer
+from petra.compression.regularizers import BNSparsity, Distillation, Regularizer, TaskLoss
 from petra.compression.training import fit
 from petra.errors import CandidateError, CompileError, TrainError
 from petra.exporters import Artifact, export_onnx
@@ -229,8 +230,10 @@ class CandidateBuilder:
                 sparse = max(1, epochs // 2)
                 epochs -= sparse
                 self._fit(model, train, "sparse training", epochs=sparse, lr=cfg.lr,
-                          loss=BNSparsity(cfg.reg_weight * L1_SCALE))
+                          loss=BNSparsity(cfg.reg_weight * L1_SCALE,
+                                         TaskLoss(getattr(self.task, "loss", None))))
         with self._step("prune", timings):
+            self._shorten(model, cfg)
             self._prune(model, cfg)
         loss = self._loss(cfg)
         if cfg.lowrank_ratio > 0:
@@ -257,21 +260,33 @@ class CandidateBuilder:
         self._built_here.add(key)
         return art
 
-    def _prune(self, model: nn.Module, cfg: CandidateConfig) -> None:
-        if cfg.prune_ratio == 0:
-            return
+    def _calibration(self) -> tuple[torch.Tensor, torch.Tensor]:
         n = min(128, len(self.task.train))
-        calib = (torch.from_numpy(self.task.train.x[:n]), torch.from_numpy(self.task.train.y[:n]))
+        return torch.from_numpy(self.task.train.x[:n]), torch.from_numpy(self.task.train.y[:n])
+
+    def _shorten(self, model: nn.Module, cfg: CandidateConfig) -> None:
+        per_stage = tuple(getattr(cfg, g) for g in DEPTH_GENES)
+        if any(per_stage):
+            drop_blocks(model, self.task.example_input, per_stage, inputs=self._calibration()[0])
+            recalibrate_bn(model, self.task.train.x)  # what reaches the later layers changed
+
+    def _prune(self, model: nn.Module, cfg: CandidateConfig) -> None:
+        stages = stage_ratios(cfg)
+        if not any(r > 0 for r in (cfg.prune_ratio, *stages)):
+            return
         StructuredPruning.prune(model, self.task.example_input, ratio=cfg.prune_ratio,
-                                importance=cfg.importance, round_to=cfg.round_to, calibration=calib)
+                                importance=cfg.importance, round_to=cfg.round_to,
+                                calibration=self._calibration(),
+                                stage_ratios=stages)
         recalibrate_bn(model, self.task.train.x)  # the BatchNorms' statistics are the unpruned model's
 
     def _loss(self, cfg: CandidateConfig):
+        task_loss = TaskLoss(getattr(self.task, "loss", None))
         if cfg.regularizer is not Regularizer.KD:
-            return CrossEntropy()
+            return task_loss
         teacher = self.teacher if self.train_device == "cpu" else copy.deepcopy(self.teacher).to(
             self.train_device)
-        return Distillation(teacher, cfg.reg_weight)
+        return Distillation(teacher, cfg.reg_weight, task_loss=task_loss)
 
     def _low_rank(self, model: nn.Module, cfg: CandidateConfig, loss, epochs: int, train: Split) -> int:
         """SVD-factorize, train half the epochs with the low-rank penalties, cut to rank;
@@ -307,23 +322,32 @@ class CandidateBuilder:
         return rt
 
 
+    #: with a number, a search's measurement first screens its artifact at the runtime settings
+    #: that can matter on up to this many threads (``Runtime.screen``); None: the config's own
+    screen_threads: int | None = None
+
     def request(
         self, cfg: CandidateConfig, artifact: Artifact, policy: TimingPolicy | None = None,
-        eval_inputs: tuple[Path, ...] = (),
+        eval_inputs: tuple[Path, ...] = (), screen: bool = False,
     ) -> MeasureRequest:
         """What the measurement worker needs, as plain data: latency at batch 1 and throughput
-        on real validation inputs (an executor may move it to another machine)."""
-        self.runtime_for(cfg)  # a runtime outside this search is this candidate's error
+        on real validation inputs (an executor may move it to another machine). ``screen``: the
+        search's first measurement of an artifact (a re-measurement keeps the recorded settings);
+        the model as given (the FP32 baseline) is screened only at settings that keep its
+        precision, so that it stays an honest FP32 figure."""
+        rt = self.runtime_for(cfg)  # a runtime outside this search is this candidate's error
+        options = type(rt).screen(cfg, artifact.path, self.screen_threads, exact=cfg.as_given) if (
+            screen and self.screen_threads) else []
         return MeasureRequest(artifact.path, self._runtime_refs[cfg.runtime], cfg.runtime_settings(),
                               sample=self.task.val.x[:64], batches=(1, self.throughput_batch),
                               policy=policy or self.policy, size_bytes=artifact.size_bytes,
-                              eval_inputs=eval_inputs)
+                              eval_inputs=eval_inputs, screen=tuple(options))
 
     def measure(
         self, cfg: CandidateConfig, artifact: Artifact, policy: TimingPolicy | None = None,
-        eval_inputs: tuple[Path, ...] = (),
+        eval_inputs: tuple[Path, ...] = (), screen: bool = False,
     ) -> Measurement:
-        return self.measurer.measure(self.request(cfg, artifact, policy, eval_inputs))
+        return self.measurer.measure(self.request(cfg, artifact, policy, eval_inputs, screen))
 
     def eval_files(self) -> tuple[Path, Path]:
         """Validation and test inputs as .npy files the worker reads (written once)."""
@@ -353,16 +377,23 @@ class CandidateBuilder:
         # compile, metric outputs and timing all happen in the isolated worker: a runtime that
         # crashes on this artifact takes the worker down, never the search
         with quiet():
-            m = self.measure(cfg, art, fidelity.timing if fidelity else None, self.eval_files())
+            m = self.measure(cfg, art, fidelity.timing if fidelity else None, self.eval_files(), screen=True)
         timings["measure_s"] = time.perf_counter() - t0
         return self.scored(cfg, art, m, timings)
 
     def scored(self, cfg: CandidateConfig, art: Artifact, m: Measurement,
                timings: dict[str, float]) -> Built:
-        """The task metric from the outputs the measurement brought back from the runtime."""
+        """The task metric from the outputs the measurement brought back from the runtime; a
+        screened measurement's config becomes the one it was measured at (its key, report and
+        hand-off name that setting), and its screen's time is kept apart from ``measure_s`` (the
+        final re-measurement, which does not screen, is budgeted by it)."""
         val_out, test_out = m.extra.pop("outputs")
         val = self.task.metric(val_out, self.task.val.y)
         test = self.task.metric(test_out, self.task.test.y)
         if not (math.isfinite(val) and math.isfinite(test)):
             raise CandidateError(f"metric is not finite (val={val}, test={test})")
+        if m.screened:
+            cfg = cfg.with_settings(m.chosen_settings)
+            timings["screen_s"] = m.screen_s
+            timings["measure_s"] = max(0.0, timings.get("measure_s", 0.0) - m.screen_s)
         return Built(cfg, art, val, test, m, timings, val_out)

@@ -109,7 +109,7 @@ class RichProgress(Events):
         best_txt = (f"best p50 {best['p50_ratio']:.3f}x size {best['size_ratio']:.3f}x "
                     f"metric {best['metric']:.2f}" if best else "no feasible yet")
         trial = f"#{st['trial']}" if st["trial"] is not None else "-"
-        return Text(f"gen {st['generation']}/{self.info.get('generations', '?')} | trial {trial} "
+        return Text(f"gen {st['generation']}/{self.info.get('generations') or '∞'} | trial {trial} "
                     f"[{st['stage']}] | front {st['front']} | {best_txt} | ETA {self._eta()}",
                     style="bold cyan")
 

@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from petra.compression.pruning import StructuredPruning
-from petra.compression.recurrent import UnrolledGRU, prune_recurrent_units, unroll_gru
+from petra.compression.recurrent import (
+    LayerwiseRNN,
+    UnrolledGRU,
+    prune_recurrent_units,
+    recurrent_layers,
+    unroll_gru,
+)
 from petra.errors import PruneError
 from petra.exporters import Precision, export_onnx, quantize
 from petra.exporters.quantize import QuantExclude
@@ -86,21 +92,10 @@ def test_dead_units_are_the_ones_removed_exactly(kind, bidirectional):
     must be exact, and the criterion must pick exactly them, per direction."""
     torch.manual_seed(0)
     model = LastStep(kind, bidirectional=bidirectional).eval()
-    rnn, h, gates = model.rnn, 32, 4 if kind is nn.LSTM else 3
-    dirs = ("", "_reverse") if bidirectional else ("",)
     dead = [torch.arange(0, 32, 2), torch.arange(1, 32, 2)]  # other units dead in each direction
-    cols = torch.cat([dead[i] + i * h for i in range(len(dirs))])
-    with torch.no_grad():
-        for layer in range(2):
-            for i, d in enumerate(dirs):
-                rows = torch.cat([dead[i] + k * h for k in range(gates)])
-                for kind_ in ("ih", "hh"):
-                    getattr(rnn, f"weight_{kind_}_l{layer}{d}")[rows] = 0
-                    getattr(rnn, f"bias_{kind_}_l{layer}{d}")[rows] = 0
-                getattr(rnn, f"weight_hh_l{layer}{d}")[:, dead[i]] = 0
-                if layer == 1:
-                    getattr(rnn, f"weight_ih_l1{d}")[:, cols] = 0
-        model.head.weight[:, cols] = 0
+    _kill(model, [dead, dead], bidirectional)
+    gates = 4 if kind is nn.LSTM else 3
+    dirs = ("", "_reverse") if bidirectional else ("",)
     x = torch.randn(5, 9, 3)
     before = model(x)
     pruned = prune_recurrent_units(copy.deepcopy(model), ratio=0.5, round_to=8)
@@ -220,3 +215,123 @@ def test_dynamic_int8_reaches_the_lstm_op_and_keeps_its_predictions(tmp_path):
                      exclude=QuantExclude.FIRST)
     ops = [n.op_type for n in onnx.load(str(first.path)).graph.node]
     assert ops.count("LSTM") == 1 and ops.count("DynamicQuantizeLSTM") == 1 and "MatMulInteger" in ops
+
+
+class LastState(nn.Module):
+    """A 2-layer GRU or LSTM read through its final hidden state ``h_n[-1]``, as many write it."""
+
+    def __init__(self, kind, features=3, hidden=32):
+        super().__init__()
+        self.rnn = kind(features, hidden, 2, batch_first=True)
+        self.head = nn.Linear(hidden, 2)
+
+    def forward(self, x):
+        _, h = self.rnn(x)
+        return self.head((h[0] if isinstance(h, tuple) else h)[-1])
+
+
+def _kill(model, dead, bidirectional=False):
+    """Zero every weight of the ``dead[layer][direction]`` units: they stay at h=0 (and c=0)."""
+    rnn, h = model.rnn, model.rnn.hidden_size
+    gates = 4 if isinstance(rnn, nn.LSTM) else 3
+    dirs = ("", "_reverse") if bidirectional else ("",)
+    with torch.no_grad():
+        for layer, per_dir in enumerate(dead):
+            cols = torch.cat([per_dir[i] + i * h for i in range(len(dirs))])
+            for i, d in enumerate(dirs):
+                rows = torch.cat([per_dir[i] + k * h for k in range(gates)])
+                for kind in ("ih", "hh"):
+                    getattr(rnn, f"weight_{kind}_l{layer}{d}")[rows] = 0
+                    getattr(rnn, f"bias_{kind}_l{layer}{d}")[rows] = 0
+                getattr(rnn, f"weight_hh_l{layer}{d}")[:, per_dir[i]] = 0
+            readers = [getattr(rnn, f"weight_ih_l{layer + 1}{d}") for d in dirs] if layer + 1 < len(dead) \
+                else [model.head.weight]
+            for w in readers:
+                w[:, cols] = 0
+
+
+@pytest.mark.parametrize("kind,bidirectional", [(nn.GRU, False), (nn.LSTM, False), (nn.LSTM, True)])
+def test_per_layer_widths_remove_the_dead_units_exactly(kind, bidirectional, tmp_path):
+    """Layer 0 has 8 dead units, layer 1 has 16: with one ratio each, exactly those go, the
+    module becomes a LayerwiseRNN of two widths, the function does not change, and ONNX
+    Runtime computes it too."""
+    torch.manual_seed(0)
+    model = LastStep(kind, bidirectional=bidirectional).eval()
+    n = 2 if bidirectional else 1
+    _kill(model, [[torch.arange(i, 32, 4) for i in range(n)], [torch.arange(i, 32, 2) for i in range(n)]],
+          bidirectional)
+    x = torch.randn(5, 9, 3)
+    before = model(x)
+    assert [layer for _, layer in recurrent_layers(model)] == [0, 1]
+    pruned = prune_recurrent_units(copy.deepcopy(model), ratio=0.0, layer_ratios=[0.25, 0.5])
+    assert isinstance(pruned.rnn, LayerwiseRNN)
+    assert [m.hidden_size for m, _ in recurrent_layers(pruned)] == [24, 16]
+    assert pruned.rnn.layers[1].input_size == 24 * n and pruned.head.in_features == 16 * n
+    torch.testing.assert_close(pruned(x), before, atol=1e-5, rtol=1e-5)
+    assert _count(pruned) < _count(model)
+    path = export_onnx(pruned, x[:1], tmp_path / "layerwise.onnx").path
+    np.testing.assert_allclose(_ort_outputs(path, x.numpy()), before.detach().numpy(), atol=1e-4)
+
+
+def test_layerwise_lstm_exports_runs_in_ort_and_quantizes_its_lstm_ops(tmp_path):
+    torch.manual_seed(0)
+    model = LSTMClassifier(1, hidden=32, layers=2).eval()
+    pruned = prune_recurrent_units(copy.deepcopy(model), ratio=0.5, layer_ratios=[0.25, 0.5])
+    assert [m.hidden_size for m, _ in recurrent_layers(pruned)] == [24, 16]
+    x = torch.randn(7, 1, 24)
+    with torch.no_grad():
+        out = pruned(x)
+    assert out.shape == (7, 2)
+    fp32 = export_onnx(pruned, x[:1], tmp_path / "layerwise.onnx")
+    assert [n.op_type for n in onnx.load(str(fp32.path)).graph.node].count("LSTM") == 2
+    np.testing.assert_allclose(_ort_outputs(fp32.path, x.numpy()), out.numpy(), atol=1e-4)
+    q = quantize(fp32, tmp_path / "q_layerwise.onnx", precision=Precision.INT8_DYNAMIC)
+    assert [n.op_type for n in onnx.load(str(q.path)).graph.node].count("DynamicQuantizeLSTM") == 2
+    assert np.abs(_ort_outputs(q.path, x.numpy()) - out.numpy()).max() < 0.1
+    pruned.train()
+    pruned(x).sum().backward()  # fine-tuning reaches the new modules' weights
+    assert pruned.lstm.layers[0].weight_hh_l0.grad.abs().sum() > 0
+
+
+def test_layerwise_gru_keeps_h_n_reading_unrolls_and_exports(tmp_path):
+    """h_n[-1] is the last layer's final state before and after; unrolling and ONNX agree."""
+    torch.manual_seed(0)
+    model = LastState(nn.GRU).eval()
+    _kill(model, [[torch.arange(0, 32, 4)], [torch.arange(0, 32, 2)]])
+    x = torch.randn(4, 10, 3)
+    before = model(x)
+    pruned = prune_recurrent_units(copy.deepcopy(model), ratio=0.0, layer_ratios=[0.25, 0.5])
+    assert isinstance(pruned.rnn, LayerwiseRNN) and pruned.rnn.hidden_size == 16
+    out, h = pruned.rnn(x)
+    assert out.shape == (4, 10, 16) and h.shape == (1, 4, 16)
+    torch.testing.assert_close(pruned(x), before, atol=1e-5, rtol=1e-5)
+    unrolled = unroll_gru(copy.deepcopy(pruned))
+    assert all(isinstance(m, UnrolledGRU) for m in unrolled.rnn.layers)
+    torch.testing.assert_close(unrolled(x), before, atol=1e-5, rtol=1e-5)
+    path = export_onnx(pruned, x[:1], tmp_path / "gru.onnx").path
+    np.testing.assert_allclose(_ort_outputs(path, x.numpy()), before.detach().numpy(), atol=1e-4)
+
+
+def test_equal_layer_widths_keep_the_module_and_pruning_again_works():
+    torch.manual_seed(0)
+    model = LastState(nn.LSTM).eval()
+    same = prune_recurrent_units(copy.deepcopy(model), ratio=0.0, layer_ratios=[0.5, 0.5])
+    assert type(same.rnn) is nn.LSTM and same.rnn.hidden_size == 16 and same.rnn.num_layers == 2
+    layerwise = prune_recurrent_units(copy.deepcopy(model), ratio=0.0, layer_ratios=[0.0, 0.5])
+    again = prune_recurrent_units(layerwise, ratio=0.5)  # each layer of the LayerwiseRNN again
+    assert [m.hidden_size for m, _ in recurrent_layers(again)] == [16, 8]
+    assert again(torch.randn(2, 5, 3)).shape == (2, 2)
+
+
+def test_bad_layer_ratios_and_initial_states_are_refused():
+    torch.manual_seed(0)
+    model = LastStep(nn.LSTM)
+    with pytest.raises(PruneError, match="1 ratios for 2 layers"):
+        prune_recurrent_units(model, ratio=0.0, layer_ratios=[0.5])
+    with pytest.raises(PruneError, match=r"\[0, 0.95\)"):
+        prune_recurrent_units(model, ratio=0.0, layer_ratios=[0.5, 0.95])
+    assert type(model.rnn) is nn.LSTM and model.rnn.hidden_size == 32  # nothing changed
+    pruned = prune_recurrent_units(model, ratio=0.0, layer_ratios=[0.25, 0.5])
+    h0 = torch.zeros(2, 3, 24)
+    with pytest.raises(ValueError, match="initial states"):
+        pruned.rnn(torch.randn(3, 4, 3), (h0, h0))

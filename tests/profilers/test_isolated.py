@@ -125,3 +125,41 @@ def test_sessions_are_added_until_the_fastest_is_reproduced(tiny_onnx):
         capped = m.measure(MeasureRequest(tiny_onnx.path, runtime_ref(DriftingRuntime), policy=QUICK,
                                           batches=(1,), sessions=2, max_sessions=3))
     assert len(capped.session_p50s) == 3 and capped.reproduced is False and capped.noisy
+
+
+SCREEN = ({"graph_opt": "extended", "threads": 1}, {"graph_opt": "all", "threads": 2},
+          {"graph_opt": "basic", "threads": 1})
+
+
+def test_a_screened_measurement_is_taken_at_the_fastest_screened_setting(measurer, tiny_onnx, tiny_task):
+    """Each setting timed briefly, then the full figure at the fastest: chosen = argmin of the
+    recorded screen, and the session really ran at it; the screen survives JSON and the store."""
+    import json
+
+    from petra.optimizer.store import measurement_from_state, measurement_to_state
+
+    req = MeasureRequest(tiny_onnx.path, "onnxruntime", {"threads": 1}, sample=tiny_task.val.x[:16],
+                         batches=(1, 8), policy=QUICK, size_bytes=tiny_onnx.size_bytes, screen=SCREEN)
+    m = measurer.measure(req)
+    assert [e["settings"] for e in m.screened] == list(SCREEN)
+    assert all(e["p50_ms"] > 0 for e in m.screened) and m.screen_s > 0
+    chosen = min(m.screened, key=lambda e: e["p50_ms"])["settings"]
+    assert m.chosen_settings == chosen
+    assert {k: m.settings[k] for k in chosen} == chosen  # read back from the measured session
+    assert m.threads["intra_op"] == chosen["threads"] and list(m.timings) == [1, 8]
+    assert json.loads(json.dumps(m.to_json()))["screened"] == m.screened
+    back = measurement_from_state(json.loads(json.dumps(measurement_to_state(m), default=str)))
+    assert back.screened == m.screened and back.chosen_settings == chosen
+    plain = measurer.measure(MeasureRequest(tiny_onnx.path, "onnxruntime", {"threads": 2}, policy=QUICK,
+                                            batches=(1,)))
+    assert plain.screened == [] and plain.chosen_settings is None and plain.settings["threads"] == 2
+
+
+def test_a_setting_that_crashes_the_screen_costs_the_setting_not_the_artifact(measurer, tiny_onnx):
+    """BASIC aborts this runtime's process: the artifact is measured at its own settings."""
+    from tests.crashy import AbortingRuntime
+
+    m = measurer.measure(MeasureRequest(tiny_onnx.path, runtime_ref(AbortingRuntime), {"threads": 1},
+                                        policy=QUICK, batches=(1,), screen=SCREEN))
+    assert m.p50_ms > 0 and m.screened == [] and "SIGABRT" in m.extra["screen_failed"]
+    assert m.settings["graph_opt"] == "all"

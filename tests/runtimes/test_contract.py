@@ -13,15 +13,18 @@ from petra.errors import CandidateError, CompileError, ConfigError
 from petra.runtimes import RUNTIMES, get_runtime
 from petra.runtimes.base import Session
 
-#: runtime -> (non-default settings and what the session must report for them, refused settings)
+#: runtime -> (non-default settings and what the session must report for them, refused settings,
+#: settings its screen must never hold for a quantized (QDQ) file: they cannot win there)
 CONTRACT = {
     "onnxruntime": (
         {"graph_opt": "basic", "threads": 2},
         [{"threads": 0}, {"graph_opt": "turbo"}],
+        {"graph_opt": "basic"},  # BASIC never fuses QDQ pairs: 4-7x slower than ALL
     ),
     "openvino": (
         {"hint": "throughput", "streams": 2, "threads": 2, "precision": "f32"},
         [{"threads": 0}, {"hint": "fastest"}, {"precision": "int4"}, {"streams": -1}],
+        {},
     ),
 }
 
@@ -63,7 +66,7 @@ def test_outputs_are_not_overwritten_by_the_next_call(runtime, tiny_task, tiny_o
 
 
 def test_settings_are_applied_and_reported(runtime, tiny_task, tiny_teacher, tiny_onnx):
-    settings, _ = CONTRACT[runtime.name]
+    settings = CONTRACT[runtime.name][0]
     session = runtime.compile(tiny_onnx.path, **settings)
     for k, v in settings.items():
         assert session.settings[k] == v, k
@@ -168,3 +171,47 @@ def test_handoff_snippet_loads_and_runs_the_model(runtime, tiny_onnx, tmp_path):
     with contextlib.redirect_stdout(out):
         exec(compile(code, "USAGE.md", "exec"), {})
     assert out.getvalue().strip().startswith("(1, 10)")
+
+
+def _plain(settings: dict) -> dict:
+    return {k: getattr(v, "value", v) for k, v in settings.items()}
+
+
+def test_screen_declares_settings_that_compile_and_map_back_to_genes(runtime, tiny_onnx):
+    """The screen of a file: non-empty, small, threads within the cores, each a ``settings``
+    dict that compiles as asked and that a config records exactly (``with_settings``), the
+    config asked for being that one with its settings at their defaults."""
+    from petra.candidate import CandidateConfig
+
+    cls = type(runtime)
+    config = CandidateConfig(runtime=cls.name).canonical()
+    for cores in (1, 2):
+        options = cls.screen(config, tiny_onnx.path, cores)
+        distinct = {tuple(sorted(_plain(s).items())) for s in options}
+        assert 1 <= len(options) <= 8 and len(distinct) == len(options)
+        assert {s["threads"] for s in options} == set(range(1, cores + 1))
+        for s in options:
+            assert set(s) == set(cls.settings(config))
+            back = config.with_settings(s)
+            assert _plain(back.runtime_settings()) == _plain(s) and back.without_settings() == config
+    exact = cls.screen(config, tiny_onnx.path, 2, exact=True)
+    assert exact and all(s in options for s in exact)  # exact only drops settings
+    for s in options:
+        session = runtime.compile(tiny_onnx.path, **s)
+        assert session.settings["threads"] == s["threads"]
+
+
+def test_screen_leaves_out_what_cannot_win_on_a_quantized_file(runtime, tiny_task, tiny_onnx, tmp_path):
+    from petra.candidate import CandidateConfig
+    from petra.exporters import Precision
+    from petra.exporters.quantize import quantize
+
+    cls = type(runtime)
+    config = CandidateConfig(runtime=cls.name).canonical()
+    qdq = quantize(tiny_onnx, tmp_path / "q.onnx", precision=Precision.INT8_STATIC,
+                   calibration_data=tiny_task.train.x[:64])
+    options, fp32 = cls.screen(config, qdq.path, 2), cls.screen(config, tiny_onnx.path, 2)
+    assert options and all(s in fp32 for s in options)
+    for key, never in CONTRACT[cls.name][2].items():
+        assert all(_plain(s)[key] != never for s in options), (key, never)
+    assert {s["threads"] for s in options} == {1, 2}

@@ -14,9 +14,19 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from petra.compression import attention, recurrent
 from petra.compression.attention import has_attention, prune_attention
 from petra.compression.probe import count_params, try_on_copy
 from petra.compression.recurrent import has_recurrent, prune_recurrent_units
+from petra.compression.stages import (
+    MAX_STAGES,
+    STAGE_CHOICES,
+    channel_groups,
+    chunks,
+    effective,
+    per_unit,
+    stage_count,
+)
 from petra.errors import PruneError
 from petra.genes import Gene, Pass, Stage
 
@@ -54,15 +64,21 @@ def prune(
     importance: Importance,
     round_to: int,
     calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
+    stage_ratios: tuple[float, ...] = (),
 ) -> nn.Module:
     """Remove ``ratio`` of the prunable channels globally, in place; returns the model.
 
-    Taylor importance needs gradients: ``calibration`` (inputs, targets) provides one batch
-    whose cross-entropy gradient scores the channels.
+    ``stage_ratios`` (one per depth stage, see ``stages``) override ``ratio`` stage by stage:
+    channels are then ranked within their stage, each stage losing its own share. Taylor
+    importance needs gradients: ``calibration`` (inputs, targets) provides one batch whose
+    cross-entropy gradient scores the channels.
     """
-    if not 0.0 <= ratio < 1.0:
-        raise PruneError(f"pruning ratio must be in [0, 1), got {ratio}")
-    if ratio == 0.0:
+    for r in (ratio, *stage_ratios):
+        if not 0.0 <= r < 1.0:
+            raise PruneError(f"pruning ratio must be in [0, 1), got {r}")
+    ignored = output_layers(model, example)
+    scopes = _scopes(model, example, ignored, ratio, stage_ratios)
+    if ratio == 0.0 and not any(scopes.values()):
         return model
     model.eval()
     try:
@@ -72,8 +88,9 @@ def prune(
             importance=_importance(importance),
             global_pruning=True,
             pruning_ratio=ratio,
+            pruning_ratio_dict=scopes or None,
             max_pruning_ratio=0.95,
-            ignored_layers=output_layers(model, example),
+            ignored_layers=ignored,
             round_to=round_to if round_to > 1 else None,
         )
         if importance is Importance.TAYLOR:
@@ -89,6 +106,21 @@ def prune(
     except Exception as exc:  # torch-pruning raises plain errors on graphs it cannot trace
         raise PruneError(f"torch-pruning failed: {type(exc).__name__}: {exc}") from exc
     return model
+
+
+def _scopes(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module], ratio: float,
+            stage_ratios: tuple[float, ...]) -> dict[tuple[nn.Module, ...], float]:
+    """torch-pruning's ``pruning_ratio_dict``: each stage's group roots, ranked together, with
+    the stage's ratio; empty when every stage of this model uses the global ratio."""
+    if not stage_ratios or all(r == ratio for r in stage_ratios):
+        return {}
+    try:
+        stages = chunks(channel_groups(model, example, ignored))
+    except Exception as exc:  # a graph torch-pruning cannot trace
+        raise PruneError(f"torch-pruning failed: {type(exc).__name__}: {exc}") from exc
+    if all(r == ratio for r in stage_ratios[:len(stages)]):
+        return {}
+    return {tuple(m for group in stage for m in group): r for stage, r in zip(stages, stage_ratios)}
 
 
 def recalibrate_bn(model: nn.Module, x: np.ndarray, *, samples: int = 512, batch_size: int = 64) -> nn.Module:
@@ -126,8 +158,24 @@ def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def _pruned(ratio) -> bool:
-    return ratio > 0
+STAGE_GENES = tuple(f"prune_stage{i}" for i in range(MAX_STAGES))
+
+
+def stage_ratios(config) -> tuple[float, ...]:
+    """The ratio each depth stage is pruned at under ``config``."""
+    return effective(config.prune_ratio, tuple(getattr(config, g) for g in STAGE_GENES))
+
+
+def _pruned(config) -> bool:
+    return any(r > 0 for r in stage_ratios(config))
+
+
+def _stage_gene(i: int) -> Gene:
+    # a stage set to the global ratio is the global ratio: one key for both spellings
+    return Gene(STAGE_GENES[i], STAGE_CHOICES, None, Stage.TORCH, keyed_at_default=False,
+                clamp=lambda v, c: None if v == c.prune_ratio else v,
+                valid=lambda r: r is None or 0.0 <= r <= 0.9, rule="must be None or in [0, 0.9]",
+                help=f"depth stage {i + 1} of {MAX_STAGES}: its own pruning ratio (None: prune_ratio)")
 
 
 class StructuredPruning(Pass):
@@ -139,39 +187,61 @@ class StructuredPruning(Pass):
              valid=lambda r: 0.0 <= r <= 0.8, rule="must be in [0, 0.8]",
              help="share of prunable channels / hidden units removed"),
         Gene("importance", tuple(Importance), Importance.L2, Stage.TORCH,
-             when=lambda c: _pruned(c.prune_ratio), help="how channels are ranked"),
-        Gene("round_to", (1, 4, 8, 16), 8, Stage.TORCH, when=lambda c: _pruned(c.prune_ratio),
+             when=_pruned, help="how channels are ranked"),
+        Gene("round_to", (1, 4, 8, 16), 8, Stage.TORCH, when=_pruned,
              help="kept widths are multiples of this (SIMD-friendly)"),
+        *(_stage_gene(i) for i in range(MAX_STAGES)),
     )
 
     def applies(self, model, example, backend) -> str | None:
         return try_on_copy(model, example, lambda m: self.prune(m, example, ratio=0.5, round_to=1),
                            what="pruning 50% of the channels", must_shrink=True)
 
-    def narrow(self, model) -> dict[str, tuple[tuple, str]]:
+    def narrow(self, model, example) -> dict[str, tuple[tuple, str]]:
+        out = self._stages(model, example)
         if has_attention(model):
-            return {"importance": ((Importance.L1, Importance.L2),
-                                   "head and FFN pruning ranks heads and neurons by L1/L2 magnitude")}
-        if has_recurrent(model):
-            return {"importance": ((Importance.L1, Importance.L2),
-                                   "hidden-unit pruning of recurrent layers ranks units by L1/L2 magnitude")}
-        if not _has_batchnorm(model):
-            return {"importance": (tuple(i for i in Importance if i is not Importance.BN_SCALE),
-                                   "bn_scale importance needs BatchNorm layers; the model has none")}
-        return {}
+            out["importance"] = ((Importance.L1, Importance.L2),
+                                 "head and FFN pruning ranks heads and neurons by L1/L2 magnitude")
+        elif has_recurrent(model):
+            out["importance"] = ((Importance.L1, Importance.L2),
+                                 "hidden-unit pruning of recurrent layers ranks units by L1/L2 magnitude")
+        elif not _has_batchnorm(model):
+            out["importance"] = (tuple(i for i in Importance if i is not Importance.BN_SCALE),
+                                 "bn_scale importance needs BatchNorm layers; the model has none")
+        return out
+
+    def _stages(self, model, example) -> dict[str, tuple[tuple, str]]:
+        """Stage genes beyond the model's stage count cannot matter; per-stage ratios that do
+        not prune on a copy leave the search with the probe's reason."""
+        try:
+            n = stage_count(model, example, output_layers(model, example))
+        except Exception as exc:
+            n, why = 0, f"its structure cannot be cut into depth stages ({type(exc).__name__}: {exc})"
+        else:
+            why = f"the model has {n} depth stage{'s' if n != 1 else ''} of prunable units"
+        if n > 1:
+            ratios = tuple(0.6 if i % 2 else 0.2 for i in range(n))
+            reason = try_on_copy(model, example, lambda m: self.prune(m, example, ratio=0.0, round_to=1,
+                                                                       stage_ratios=ratios),
+                                 what="pruning each depth stage at its own ratio", must_shrink=True)
+            if reason is not None:
+                n, why = 0, reason
+        return {g: ((None,), why) for g in STAGE_GENES[n if n > 1 else 0:]}
 
     @staticmethod
     def prune(model: nn.Module, example: torch.Tensor, *, ratio: float,
               importance: Importance = Importance.L2, round_to: int = 8,
-              calibration: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
+              calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
+              stage_ratios: tuple[float, ...] = ()) -> nn.Module:
         """torch-pruning leaves nn.GRU untouched, asserts on an LSTM of more than one layer and
         cannot change an attention layer's head count: recurrent models get hidden-unit pruning,
         transformer encoders head and FFN-neuron pruning."""
-        if has_attention(model):
-            return prune_attention(model, ratio=ratio, round_to=round_to,
-                                   p=1 if importance is Importance.L1 else 2)
-        if has_recurrent(model):
-            return prune_recurrent_units(model, ratio=ratio, round_to=round_to,
-                                         p=1 if importance is Importance.L1 else 2)
+        p = 1 if importance is Importance.L1 else 2
+        if has_attention(model) or has_recurrent(model):
+            kinds = (attention.attention_blocks, prune_attention) if has_attention(model) else (
+                recurrent.recurrent_layers, prune_recurrent_units)
+            uneven = any(r != ratio for r in stage_ratios)
+            layers = per_unit(stage_ratios, len(kinds[0](model))) if uneven else None
+            return kinds[1](model, ratio=ratio, round_to=round_to, p=p, layer_ratios=layers)
         return prune(model, example, ratio=ratio, importance=importance, round_to=round_to,
-                     calibration=calibration)
+                     calibration=calibration, stage_ratios=stage_ratios)

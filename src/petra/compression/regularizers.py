@@ -8,6 +8,7 @@ before pruning removes them, so that less accuracy is lost at the cut.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Protocol
 
@@ -30,42 +31,63 @@ class Loss(Protocol):
     ) -> torch.Tensor: ...
 
 
-class CrossEntropy:
+class TaskLoss:
+    """The task's own loss on (outputs, targets): ``Task.loss``, cross-entropy on class scores
+    when the task gives none. A regression task that said nothing would be fine-tuned with
+    cross-entropy on float targets, which fails."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.fn = fn
+
+    @property
+    def classes(self) -> bool:
+        return self.fn is None
+
     def __call__(self, model, x, y, logits):
-        return F.cross_entropy(logits, y)
+        return F.cross_entropy(logits, y) if self.fn is None else self.fn(logits, y)
+
+
+class CrossEntropy(TaskLoss):
+    def __init__(self) -> None:
+        super().__init__(None)
 
 
 class Distillation:
-    """(1 - alpha) * CE + alpha * T^2 * KL(student_T || teacher_T)."""
+    """(1 - alpha) * task loss + alpha * soft loss. For class scores the soft loss is
+    T^2 * KL(student_T || teacher_T); for any other output (a task with its own loss, e.g. a
+    regression) it is the mean squared distance to the teacher's outputs."""
 
-    def __init__(self, teacher: nn.Module, alpha: float, temperature: float = 4.0) -> None:
+    def __init__(self, teacher: nn.Module, alpha: float, temperature: float = 4.0,
+                 task_loss: TaskLoss | None = None) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"distillation weight must be in [0, 1], got {alpha}")
         self.teacher = teacher.eval()
         self.alpha = alpha
         self.t = temperature
+        self.task_loss = task_loss or CrossEntropy()
 
     def __call__(self, model, x, y, logits):
         with torch.no_grad():
             teacher_logits = self.teacher(x)
-        kd = F.kl_div(
-            F.log_softmax(logits / self.t, dim=1),
-            F.softmax(teacher_logits / self.t, dim=1),
-            reduction="batchmean",
-        ) * (self.t**2)
-        return (1.0 - self.alpha) * F.cross_entropy(logits, y) + self.alpha * kd
+        if self.task_loss.classes:
+            soft = F.kl_div(F.log_softmax(logits / self.t, dim=1), F.softmax(teacher_logits / self.t, dim=1),
+                            reduction="batchmean") * (self.t**2)
+        else:
+            soft = F.mse_loss(logits, teacher_logits)
+        return (1.0 - self.alpha) * self.task_loss(model, x, y, logits) + self.alpha * soft
 
 
 class BNSparsity:
-    """CE + lambda * sum |gamma| over BatchNorm scales (network slimming)."""
+    """task loss + lambda * sum |gamma| over BatchNorm scales (network slimming)."""
 
-    def __init__(self, lam: float) -> None:
+    def __init__(self, lam: float, task_loss: TaskLoss | None = None) -> None:
         self.lam = lam
+        self.task_loss = task_loss or CrossEntropy()
 
     def __call__(self, model, x, y, logits):
         bns = (m for m in model.modules() if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d))
         l1 = sum(m.weight.abs().sum() for m in bns)
-        return F.cross_entropy(logits, y) + self.lam * l1
+        return self.task_loss(model, x, y, logits) + self.lam * l1
 
 
 class Regularization(Pass):
@@ -80,7 +102,7 @@ class Regularization(Pass):
              help="weight of the regularizer in the loss"),
     )
 
-    def narrow(self, model) -> dict[str, tuple[tuple, str]]:
+    def narrow(self, model, example) -> dict[str, tuple[tuple, str]]:
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             return {}
         return {"regularizer": ((Regularizer.NONE, Regularizer.KD),

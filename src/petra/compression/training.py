@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from petra.compression.regularizers import CrossEntropy, Loss
+from petra.compression.regularizers import CrossEntropy, Loss, TaskLoss
 from petra.genes import Gene, Pass, Stage
 
 if TYPE_CHECKING:  # compression reads tasks by shape only: models/ import compression, not back
@@ -154,6 +154,7 @@ def train_baseline(model: nn.Module, task: Task) -> FitReport:
         metric=task.metric,
         patience=s.patience,
         seed=s.seed,
+        loss=TaskLoss(getattr(task, "loss", None)),
     )
 
 

@@ -97,9 +97,10 @@ class Executor(ABC):
 
     def request(self, job: Job, artifact: Artifact, eval_inputs: tuple[Path, ...] = ()) -> MeasureRequest:
         """What the target measures for a job: at its fidelity's timing policy (the search's
-        when none), with the metric's inputs."""
+        when none), with the metric's inputs, screened at the runtime settings when the study
+        screens (``measure``, the final re-measurement, keeps the settings a trial recorded)."""
         policy = job.fidelity.timing if job.fidelity else None
-        return self.builder.request(job.config, artifact, policy, eval_inputs)
+        return self.builder.request(job.config, artifact, policy, eval_inputs, screen=True)
 
     def measure_here(self, job: Job, artifact: Artifact, timings: dict[str, float],
                      quiet=contextlib.nullcontext) -> Measurement:

@@ -140,6 +140,9 @@ class Task:
     model: nn.Module | None = None
     #: a checkpoint (state_dict) of ``build_model()``'s architecture: the baseline as given
     weights: str | Path | None = None
+    #: the training loss on (outputs, targets), e.g. ``torch.nn.functional.mse_loss`` for a
+    #: regression; None: cross-entropy on class scores. Fine-tunes and distillation use it too
+    loss: Callable | None = None
 
     def __post_init__(self) -> None:
         for part in ("train", "val", "test"):

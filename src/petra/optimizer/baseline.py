@@ -1,6 +1,7 @@
 """The baseline phase: first the run's search space, probed on the model before any training;
-then FP32 at every thread count on every runtime of the search, the fastest of each runtime
-its baseline and the fastest of all the reference of every drop, ratio and of the best pick."""
+then FP32 at every thread count (or its screened best setting) on every runtime of the search,
+the fastest of each runtime its baseline and the fastest of all the reference of every drop,
+ratio and of the best pick."""
 
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ def probe_space(task: Task, runtimes: tuple[str, ...], n_threads: int,
 
 
 def measure_baselines(book: TrialBook, space: SearchSpace) -> Trial:
-    """ORT_ENABLE_ALL; OpenVINO with f32 forced, latency hint, one stream. Each variant is
-    recorded, then re-scored against the chosen baseline (its drop was its own until then)."""
+    """FP32 at each thread count of ``space`` on each runtime: ORT_ENABLE_ALL; OpenVINO with
+    f32 forced, latency hint, one stream. In a screened search the space holds one of each and
+    the measurement screens the settings instead (OpenVINO still f32 alone, see
+    ``CandidateBuilder.request``), so the baseline is at its best setting as candidates are.
+    Each variant is recorded, then re-scored against the chosen baseline (its drop was its own
+    until then)."""
     candidates = [book.run_trial(CandidateConfig(threads=t, runtime=r), -1)
                   for r in space.runtime for t in space.threads]
     ok = [t for t in candidates if t.measurement is not None]

@@ -90,7 +90,8 @@ def generation_line(s: dict[str, Any]) -> str:
     best = s.get("best")
     best_txt = (f", best feasible p50 {best['p50_ratio']:.3f}x size {best['size_ratio']:.3f}x "
                 f"{best['metric']:.2f}" if best else ", no feasible candidate yet")
-    return (f"generation {s['generation']}/{s['generations']}: {s['trials']} trials, "
+    cap = f"/{s['generations']}" if s.get("generations") else ""
+    return (f"generation {s['generation']}{cap}: {s['trials']} trials, "
             f"front {s['front_size']}{best_txt}, elapsed {s['elapsed_s']:.0f}s")
 
 

@@ -20,7 +20,8 @@ def remeasure(book: TrialBook, trials: list[Trial], rounds: int, max_rounds: int
     the isolated worker and the figure is the fastest round's (slow sessions cannot move it, see
     ``Measurement.fastest_of``); trials whose fastest round was not reproduced get further
     rounds, interleaved among themselves. A trial whose re-measurement fails keeps its search
-    figure (the reason is logged)."""
+    figure (the reason is logged). Each is re-timed at the settings its config records (the
+    fastest of its screen in a screened search): nothing is screened again."""
     log = book.events.message
     arts = {t.number: Artifact.of(book.out / t.artifact) for t in trials}
 
@@ -31,8 +32,11 @@ def remeasure(book: TrialBook, trials: list[Trial], rounds: int, max_rounds: int
         [lambda t=t: book.executor.measure(t.config, arts[t.number], FINAL_POLICY) for t in trials],
         failed, rounds, max_rounds)
     for t, m in zip(trials, merged):
-        if m is not None:
-            book.update(replace(t, measurement=m))
+        if m is None:
+            continue
+        if t.measurement is not None:  # re-timed at the recorded settings; the screen stays on record
+            m = replace(m, screened=t.measurement.screened, screen_s=t.measurement.screen_s)
+        book.update(replace(t, measurement=m))
     noisy = [t.number for t in trials if (m := book.trials[t.number].measurement) is not None and m.noisy]
     if noisy:
         log(f"  note: trials {noisy} did not reach the {FINAL_POLICY.rel_ci:.0%} interval, ran beside "

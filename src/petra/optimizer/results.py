@@ -31,6 +31,9 @@ class ResultsWriter:
             "task": self.task.name,
             "runtime": self.cfg.runtime,
             "runtimes": list(self.runtimes),
+            # each artifact screened at the runtime settings and measured at the fastest (its
+            # config and runtime_settings name that setting); false: the settings were genes
+            "screened_settings": self.cfg.screen_settings,
             "device": self.cfg.device,
             "executor": run["executor"],
             "elapsed_s": run["elapsed_s"],

@@ -9,12 +9,21 @@ from collections.abc import Callable
 
 from petra.config import RunConfig
 from petra.errors import stop_requested
+from petra.exporters import Precision
 from petra.optimizer.events import Events
 from petra.optimizer.genome import CandidateConfig, SearchSpace
 from petra.optimizer.halving import SuccessiveHalving
+from petra.optimizer.hypervolume import normalized_hypervolume
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import FAILED, Trial, pick_best
-from petra.optimizer.space import seed_configs
+from petra.optimizer.sensitivity import (
+    PROBE_RATIO,
+    Sensitivity,
+    open_stages,
+    sensitivity_seeds,
+    stage_sensitivity,
+)
+from petra.optimizer.space import handmade_config, seed_configs
 from petra.optimizer.trials import TrialBook
 
 
@@ -42,6 +51,39 @@ class Budget:
         return self.elapsed() + self.final_reserve() >= self.time_budget
 
 
+#: NSGA-II's generation count when no cap is set: the budget or stagnation ends the run first
+UNCAPPED = 10_000
+#: a front "improved" when its validation hypervolume grew by more than this share: smaller
+#: gains are what re-measuring the same points gives on a noisy machine
+IMPROVEMENT = 0.01
+
+
+def front_hypervolume(front: list[Trial], baseline: Trial, max_drop: float) -> float:
+    """Share of the (validation drop, p50 ratio) box [0, max_drop] x [0, 1] the front dominates."""
+    base = baseline.measurement.p50_ms
+    points = [(max(0.0, t.drop or 0.0), t.measurement.p50_ms / base) for t in front if t.ok]
+    return normalized_hypervolume(points, max(max_drop, 1e-3))
+
+
+class Stagnation:
+    """Counts generations whose front is no better than the best so far (kept across resume)."""
+
+    def __init__(self, limit: int, state: dict | None = None) -> None:
+        self.limit = limit
+        self.best, self.since = (state or {}).get("best", 0.0), (state or {}).get("since", 0)
+
+    def update(self, hv: float) -> bool:
+        """True when the run should stop: ``limit`` generations without improvement."""
+        if hv > self.best * (1 + IMPROVEMENT) + 1e-9:
+            self.best, self.since = hv, 0
+        else:
+            self.since += 1
+        return self.since >= self.limit
+
+    def state(self) -> dict:
+        return {"best": self.best, "since": self.since}
+
+
 class GenerationLoop:
     """NSGA-II's generations: each new genome is built once (the book caches by config key);
     the population is stored after every generation so that a resumed run continues it."""
@@ -57,6 +99,9 @@ class GenerationLoop:
         self.seed_keys: set[str] = set()
         self.completed = book.store.get_meta("generations_completed", 0)
         self.history: list[dict] = book.store.get_meta("history", [])
+        self.stagnation = Stagnation(cfg.stagnation, book.store.get_meta("stagnation", None))
+        #: why the loop ended early ("stagnated"), or None
+        self.stopped: str | None = None
 
     def evaluate_batch(self, genomes: list[tuple[int, ...]], generation: int) -> list[list[float]]:
         """One generation's new candidates, their fitness in the order of ``genomes``. Seeded
@@ -91,6 +136,46 @@ class GenerationLoop:
         finally:
             finished.close()
 
+    def _sensitivity_seeds(self, threads: int, runtime: str) -> list[CandidateConfig]:
+        """Non-uniform seeds from one pruning pass per stage (once per run, on the first call);
+        each also at FP32, which shares its torch stage and costs one measurement."""
+        if not hasattr(self, "_sensitivity"):
+            self._sensitivity = self._measure_sensitivity()
+        if self._sensitivity is None:
+            return []
+        shaped = sensitivity_seeds(handmade_config(threads, runtime), self._sensitivity, self.space)
+        return shaped + [c.replace(precision=Precision.FP32).canonical() for c in shaped]
+
+    def _measure_sensitivity(self) -> Sensitivity | None:
+        n = open_stages(self.space)
+        builder = getattr(self.book.executor, "builder", None)
+        resumed = self.book.store.last_population() is not None
+        if n < 2 or resumed or getattr(builder, "teacher", None) is None:
+            return None
+        t0 = time.monotonic()
+        try:
+            sens = stage_sensitivity(builder.task, builder.teacher, n)
+        except Exception as exc:  # a seed helps the search; it is never a reason to stop it
+            self.events.message(f"sensitivity pass skipped ({type(exc).__name__}: {exc})")
+            return None
+        self.events.message(f"sensitivity: validation drop with one depth stage pruned "
+                            f"{PROBE_RATIO:.0%} alone: " + ", ".join(f"{d:.2f}" for d in sens.drops)
+                            + f" ({time.monotonic() - t0:.1f}s)")
+        return sens
+
+    def _stagnated(self, front: list[Trial]) -> bool:
+        hv = front_hypervolume(front, self.book.baseline, self.cfg.max_drop)
+        self.history[-1]["hypervolume_val"] = hv
+        stop = self.stagnation.update(hv)
+        self.book.store.set_meta("stagnation", self.stagnation.state())
+        if stop:
+            self.stopped = "stagnated"
+            self.history[-1]["stopped"] = self.stopped
+            self.events.message(f"search: the front has not improved for {self.stagnation.since} "
+                                f"generations (validation hypervolume {self.stagnation.best:.3f}): "
+                                "stopping before the budget is spent")
+        return stop
+
     def summary(self, done: int, front: list[Trial]) -> dict:
         """What a generation's end reports: counts, time, the best pick's ratios."""
         base = self.book.baseline
@@ -111,7 +196,7 @@ class GenerationLoop:
         from the last stored population."""
         store = self.book.store
         seeds = [self.space.encode(c) for r, b in self.book.baselines.items()
-                 for c in seed_configs(b.config.threads, r)]
+                 for c in seed_configs(b.config.threads, r, self._sensitivity_seeds(b.config.threads, r))]
         self.seed_keys = {self.space.decode(g).key for g in seeds}
         start = self.completed
         stored = store.last_population()
@@ -127,13 +212,16 @@ class GenerationLoop:
             store.set_meta("generations_completed", done)
             front = self.book.front()
             self.history.append(self.summary(done, front))
+            stagnated = self._stagnated(front)
             store.set_meta("history", self.history)
             self.events.generation_end(self.history[-1])
             self.on_generation(front)
-            return self.budget.out_of_time()
+            return stagnated or self.budget.out_of_time()
 
+        cap = self.cfg.generations
         self.events.message(f"search: NSGA-II, population {self.cfg.population}, generations "
-                            f"{start + 1}..{self.cfg.generations}, budget {self.cfg.time_budget:.0f}s")
-        run_nsga2(self.space, self.evaluate_batch, generations=self.cfg.generations - start,
+                            f"{start + 1}..{cap or 'until the budget'}, budget {self.cfg.time_budget:.0f}s, "
+                            f"stop after {self.cfg.stagnation} without a better front")
+        run_nsga2(self.space, self.evaluate_batch, generations=(cap or UNCAPPED) - start,
                   population=self.cfg.population, seeds=seeds, seed=self.cfg.seed,
                   on_generation=on_generation, start_generation=start, batched=True)

@@ -21,20 +21,28 @@ from petra.optimizer.genome import ORT, Regularizer
 Removed = tuple[str, str]
 
 
-def seed_configs(threads: int, runtime: str = ORT) -> list[CandidateConfig]:
-    """The FP32 baseline, INT8 post-training quantization alone, and prune-50% + KD + INT8, the
-    last also on one thread when the baseline took more: a compressed model does a fraction of
-    the baseline's work, and the thread count that suited the baseline is then often too many
-    (OpenVINO, digits, Xeon with AMX: 0.070 ms on 1 thread against 0.116 ms on 2). It costs one
-    measurement: the torch stage is shared."""
-    handmade = CandidateConfig(prune_ratio=0.5, importance=Importance.L2, round_to=8, epochs=4, lr=1e-3,
-                               regularizer=Regularizer.KD, reg_weight=0.75,
-                               precision=Precision.INT8_STATIC, threads=threads, runtime=runtime)
+def handmade_config(threads: int, runtime: str = ORT) -> CandidateConfig:
+    """What an expert builds first: prune 50% (L2), fine-tune 4 epochs with distillation, INT8."""
+    return CandidateConfig(prune_ratio=0.5, importance=Importance.L2, round_to=8, epochs=4, lr=1e-3,
+                           regularizer=Regularizer.KD, reg_weight=0.75,
+                           precision=Precision.INT8_STATIC, threads=threads, runtime=runtime)
+
+
+def seed_configs(threads: int, runtime: str = ORT,
+                 extra: list[CandidateConfig] = ()) -> list[CandidateConfig]:
+    """The FP32 baseline, INT8 post-training quantization alone, and prune-50% + KD + INT8, then
+    ``extra`` (the sensitivity-shaped seeds), and last the hand-made one on one thread when the
+    baseline took more: a compressed model does a fraction of the baseline's work, and the thread
+    count that suited the baseline is then often too many (OpenVINO, digits, Xeon with AMX:
+    0.070 ms on 1 thread against 0.116 ms on 2). It costs one measurement: the torch stage is
+    shared."""
+    handmade = handmade_config(threads, runtime)
     return [
         CandidateConfig(threads=threads, runtime=runtime),
         CandidateConfig(precision=Precision.INT8_STATIC, calibration=Calibration.MINMAX, threads=threads,
                         runtime=runtime),
         handmade,
+        *extra,
         *([handmade.replace(threads=1)] if threads > 1 else []),
     ]
 
@@ -124,7 +132,7 @@ def _probe_one(p, model, example, backends: list) -> tuple[str | None, dict]:
             return "the task is an ONNX file: there is no torch model to change", {}
         return None, {}
     reason = p.applies(model, example, backends[0])
-    return reason, ({} if reason else p.narrow(model))
+    return reason, ({} if reason else p.narrow(model, example))
 
 
 def _task_override(task, space: SearchSpace) -> tuple[SearchSpace, list[Removed]]:

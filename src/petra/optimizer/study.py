@@ -67,14 +67,16 @@ class Study:
         self.runtime = next(iter(self.runtimes.values()))
         self.task = task or get_task(cfg.task)
         cores = len(os.sched_getaffinity(0))
+        self.threads = min(cores, cfg.max_threads or cores)
         #: genes that cannot apply to the model leave the space (``--runtime`` decides the
         #: runtime gene); removed_genes says which and why: (gene, reason)
-        self.space, self.removed_genes = probe_space(
-            self.task, tuple(self.runtimes), min(cores, cfg.max_threads or cores), space)
+        self.space, self.removed_genes = probe_space(self.task, tuple(self.runtimes), self.threads, space)
+        if cfg.screen_settings:  # each artifact is screened at the settings instead
+            self.space = self.space.without_settings()
         self.status = "running"
         self.store = StudyStore(self.out / "study.db")
         self.book = TrialBook(self.task, cfg.max_drop, self.out, self.store, self.events,
-                              clock=lambda: self.budget.elapsed())
+                              clock=lambda: self.budget.elapsed(), screened=cfg.screen_settings)
         self.budget = Budget(cfg.time_budget, cfg.final_sessions, self.book.to_remeasure)
         self.resumed = self._load_store()
         self.writer = ResultsWriter(cfg, self.task, self.runtimes, self.out)
@@ -159,6 +161,7 @@ class Study:
                                         on_stage=self.events.stage,
                                         stage_cache=self.cfg.stage_cache, runtimes=self.runtimes,
                                         max_drop=self.cfg.max_drop, train_device=self.cfg.train_device)
+        self.builder.screen_threads = self.threads if self.cfg.screen_settings else None
         self.executor = self.executor or make_executor(self.cfg)
         self.executor.log = self.log
         self.executor.start(self.builder)
@@ -217,7 +220,10 @@ class Study:
 
     def _search(self) -> None:
         if self.baseline is None:
-            self.log(f"baseline: FP32 on {', '.join(self.runtimes)} at each thread count")
+            self.log(f"baseline: FP32 on {', '.join(self.runtimes)} at "
+                     + ("its fastest runtime setting; every artifact is screened at the settings "
+                        f"that can matter on {self.threads} threads" if self.cfg.screen_settings
+                        else "each thread count"))
             self.measure_baseline()
         else:
             self.log(f"resuming: {len(self.trials)} finished trials, "
@@ -250,6 +256,7 @@ def resume_study(run_dir: Path, *, time_budget: float | None = None, generations
     if stored is None:
         raise ConfigError(f"{str(run_dir)!r} has an empty study store; start it with `petra optimize`")
     stored.update(output=str(run_dir))
+    stored.setdefault("screen_settings", False)  # a run from before screening: settings were genes
     overrides = {"time_budget": time_budget, "generations": generations}
     stored.update({k: v for k, v in overrides.items() if v is not None})
     cfg = load_config(**stored)

@@ -24,9 +24,13 @@ from petra.pipeline import Fidelity
 
 class TrialBook:
     def __init__(self, task: Task, max_drop: float, out: Path, store: StudyStore, events: Events,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], screened: bool = False) -> None:
         self.task, self.max_drop, self.out = task, max_drop, out
         self.store, self.events, self.clock = store, events, clock
+        #: whether artifacts are screened at the runtime settings: a trial's config then holds
+        #: the settings it was measured at, and ``by_key`` also finds it by the config that was
+        #: asked for (its settings at their defaults), so that no genome is evaluated twice
+        self.screened = screened
         #: where candidates are built and measured; set when the study starts it
         self.executor: Executor | None = None
         self.trials: list[Trial] = []
@@ -41,10 +45,27 @@ class TrialBook:
     def load(self) -> None:
         """The finished trials and baselines of an earlier run in the store."""
         self.trials = self.store.trials()
-        self.by_key = {t.config.key: t for t in self.trials}
+        self.by_key = {k: t for t in self.trials for k in self._keys(t)}
         base = self.store.get_meta("baseline")
         self.baseline = self.trials[base] if base is not None else None
         self.baselines = {r: self.trials[n] for r, n in self.store.get_meta("baselines", {}).items()}
+        self._complete_log()
+
+    def _complete_log(self) -> None:
+        """trials.jsonl is rewritten from the store when it lacks a stored trial: a kill between
+        the store's commit and the append (or during the append) leaves the log short, and the
+        store is the truth."""
+        path = self.out / "trials.jsonl"
+        logged = set()
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            try:
+                logged.add(json.loads(line).get("trial"))
+            except ValueError:  # a line cut short by the kill
+                logged.add(None)
+        if None in logged or any(t.number not in logged for t in self.trials):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(t.entry(self.task.metric.name)) + "\n" for t in self.trials))
+            tmp.replace(path)
 
     def set_baselines(self, baselines: dict[str, Trial], best: Trial) -> None:
         self.baselines, self.baseline = dict(baselines), best
@@ -62,7 +83,7 @@ class TrialBook:
     # -- building ---------------------------------------------------------------------------
     def run_trial(self, config: CandidateConfig, generation: int, genome=None) -> Trial:
         """The recorded trial of ``config``: built and measured once, then from the book."""
-        config = config.canonical()
+        config = config.without_settings() if self.screened else config.canonical()
         if config.key in self.by_key:
             return self.by_key[config.key]
         return self.record(self.build_trial(config, generation), genome)
@@ -93,6 +114,8 @@ class TrialBook:
         """The record of an outcome: FAIL with its reason, or scored against the baseline and
         COMPLETE or INFEASIBLE by the drop feasibility is decided on."""
         config, built = outcome.job.config, outcome.built
+        if built is not None:  # the config it was measured at (a screen's fastest setting)
+            config = built.config
         if built is None:
             return Trial(number=len(self.trials), generation=generation, config=config,
                          state=TrialState.FAIL, reason=outcome.reason, elapsed_s=outcome.elapsed_s)
@@ -126,7 +149,7 @@ class TrialBook:
         """A finished trial goes to the store, trials.jsonl and the sinks at once."""
         trial = replace(trial, number=len(self.trials))
         self.trials.append(trial)
-        self.by_key[trial.config.key] = trial
+        self.by_key.update(dict.fromkeys(self._keys(trial), trial))
         self.store.save_trial(trial, genome)
         self.store.set_meta("elapsed_s", self.clock())
         entry = trial.entry(self.task.metric.name)
@@ -139,9 +162,16 @@ class TrialBook:
         """``trial``, a newer record of a recorded one, takes its place everywhere."""
         old = self.trials[trial.number]
         self.trials[trial.number] = trial
-        self.by_key[trial.config.key] = trial
+        self.by_key.update(dict.fromkeys(self._keys(trial), trial))
         self.baselines = {r: trial if b is old else b for r, b in self.baselines.items()}
         if self.baseline is old:
             self.baseline = trial
         self.store.update_trial(trial)
         return trial
+
+    def _keys(self, trial: Trial) -> tuple[str, ...]:
+        """The keys a trial answers to: its config's, and in a screened search also the key of
+        the config that was asked for (every setting at its default)."""
+        if not self.screened:
+            return (trial.config.key,)
+        return tuple(dict.fromkeys((trial.config.key, trial.config.without_settings().key)))

@@ -29,10 +29,11 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import types
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ import numpy as np
 from petra import errors
 from petra.errors import MeasureError, PetraError
 from petra.profilers.fingerprint import fingerprint
-from petra.profilers.measure import Measurement, measure, sessions_agree
+from petra.profilers.measure import Measurement, batch_of, measure, screen, sessions_agree
 from petra.profilers.resources import current_rss, peak_rss, reset_peak_rss
 from petra.profilers.timing import TimingPolicy
 from petra.runtimes.base import Runtime
@@ -52,6 +53,9 @@ _PINNED_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 #: runtimes that already compiled once in this (worker) process
 _WARMED: set[str] = set()
+#: a screened setting's brief timing: it has to rank settings 10%+ apart (ORT BASIC vs ALL on INT8
+#: 4-7x, thread counts on a small model 1.2-2x), not to give a figure; ~0.1-0.2 s per setting
+SCREEN_POLICY = TimingPolicy(rel_ci=0.05, min_runs=10, max_time_s=0.1, warmup_max_s=0.05)
 
 
 def runtime_ref(runtime: Runtime | type[Runtime]) -> str:
@@ -82,6 +86,10 @@ class MeasureRequest:
     sessions: int = 1
     #: more sessions, up to this many, until the fastest p50 is reproduced (``sessions_agree``)
     max_sessions: int = 0
+    #: settings to screen first (one session each, batch 1, ``screen_policy``); the artifact is
+    #: then measured at the fastest of them and ``settings`` is not used. Empty: no screen
+    screen: tuple[dict[str, Any], ...] = ()
+    screen_policy: TimingPolicy = SCREEN_POLICY
 
 
 def load_runtime(ref: str) -> Runtime:
@@ -107,13 +115,45 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def _screened(runtime: Runtime, req: MeasureRequest, sample: np.ndarray) -> tuple[list[dict], float]:
+    """The screen's entries (each setting's batch-1 p50) and its wall seconds."""
+    t0 = time.perf_counter()
+    entries = screen(lambda s: runtime.compile(Path(req.artifact), **s), req.screen,
+                     batch_of(sample, 1), req.screen_policy)
+    _release_memory()
+    return entries, time.perf_counter() - t0
+
+
+def _timed_sessions(runtime: Runtime, req: MeasureRequest, settings: dict, sample: np.ndarray,
+                    ) -> tuple[list[Measurement], list]:
+    """The measurement's sessions at ``settings`` (fresh compiles) and the first one's outputs
+    on ``req.eval_inputs``."""
+    size = req.size_bytes if req.size_bytes is not None else Path(req.artifact).stat().st_size
+    outputs: list = []
+    timed: list[Measurement] = []
+    for i in range(max(1, req.sessions, req.max_sessions)):
+        if i >= max(1, req.sessions) and sessions_agree([m.p50_ms for m in timed]):
+            break
+        session = runtime.compile(Path(req.artifact), **settings)
+        try:
+            if i == 0:  # writeable arrays: OpenVINO shares input memory
+                outputs = [session.run_batched(np.load(p)) for p in req.eval_inputs]
+            timed.append(measure(session, sample, size_bytes=size, batches=req.batches, policy=req.policy))
+        finally:
+            del session
+            _release_memory()
+    return timed, outputs
+
+
 def measure_artifact(req: MeasureRequest) -> Measurement:
-    """Compile and time one artifact in this process; what the worker runs for each request."""
+    """Compile and time one artifact in this process; what the worker runs for each request:
+    the screen first when the request has one, then the measurement at its fastest setting."""
     runtime = load_runtime(req.runtime)
+    settings = dict(req.screen[0] if req.screen else req.settings)
     if req.runtime not in _WARMED:
         # A runtime's first session in a process also pays its one-time library set-up (~20 MB for
         # ORT); compiling once beforehand keeps that out of every candidate's session memory.
-        runtime.compile(Path(req.artifact), **req.settings)
+        runtime.compile(Path(req.artifact), **settings)
         _release_memory()
         _WARMED.add(req.runtime)
     if req.sample is not None:
@@ -122,23 +162,14 @@ def measure_artifact(req: MeasureRequest) -> Measurement:
         from petra.runtimes.inputs import model_input
 
         sample = model_input(Path(req.artifact)).example(max(req.batches))
-    reset = reset_peak_rss()
+    screened, screen_s = _screened(runtime, req, sample) if req.screen else ([], 0.0)
+    if screened:
+        settings = min(screened, key=lambda e: e["p50_ms"])["settings"]
+    reset = reset_peak_rss()  # after the screen: the memory figure is the measured session's
     rss0 = current_rss()
-    size = req.size_bytes if req.size_bytes is not None else Path(req.artifact).stat().st_size
-    outputs: list = []
-    timed: list[Measurement] = []
-    for i in range(max(1, req.sessions, req.max_sessions)):
-        if i >= max(1, req.sessions) and sessions_agree([m.p50_ms for m in timed]):
-            break
-        session = runtime.compile(Path(req.artifact), **req.settings)
-        try:
-            if i == 0:  # writeable arrays: OpenVINO shares input memory
-                outputs = [session.run_batched(np.load(p)) for p in req.eval_inputs]
-            timed.append(measure(session, sample, size_bytes=size, batches=req.batches, policy=req.policy))
-        finally:
-            del session
-            _release_memory()
+    timed, outputs = _timed_sessions(runtime, req, settings, sample)
     m = Measurement.fastest_of(timed) if len(timed) > 1 else timed[0]
+    m.screened, m.screen_s = screened, screen_s
     peak = peak_rss()
     m.peak_rss_bytes = peak
     m.session_rss_bytes = max(0, peak - rss0) if reset and rss0 is not None else None
@@ -227,6 +258,10 @@ def _stop(proc, conn) -> None:
     conn.close()
 
 
+class WorkerLost(MeasureError):
+    """The worker crashed or hung while measuring: it was stopped, the next request starts one."""
+
+
 class IsolatedMeasurer:
     """Measures artifacts in a worker process, strictly one measurement at a time."""
 
@@ -271,7 +306,20 @@ class IsolatedMeasurer:
         self.close()
 
     def measure(self, req: MeasureRequest) -> Measurement:
-        """One measurement; a crash or hang of the worker comes back as ``MeasureError``."""
+        """One measurement; a crash or hang of the worker comes back as ``MeasureError``. A
+        screened request that lost its worker is measured again without the screen, at its own
+        settings: a setting the runtime crashes on then costs that setting, not the artifact
+        (nor the FP32 baseline, and with it the run)."""
+        try:
+            return self._measure(req)
+        except WorkerLost as exc:
+            if not req.screen:
+                raise
+            m = self._measure(replace(req, screen=()))
+            m.extra["screen_failed"] = str(exc)
+            return m
+
+    def _measure(self, req: MeasureRequest) -> Measurement:
         what = f"{Path(req.artifact).name} on {req.runtime}"
         with self._lock, (_machine_lock() if self.machine_lock else contextlib.nullcontext()):
             if self._proc is None or not self._proc.is_alive() or self._uses >= self.max_uses:
@@ -283,15 +331,15 @@ class IsolatedMeasurer:
                 conn.send(req)
                 if not conn.poll(req.timeout_s):
                     self._discard(kill=True)
-                    raise MeasureError(f"measuring {what} took longer than {req.timeout_s:.0f}s; "
-                                       "the worker was stopped")
+                    raise WorkerLost(f"measuring {what} took longer than {req.timeout_s:.0f}s; "
+                                     "the worker was stopped")
                 kind, payload = conn.recv()
             except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
                 proc.join(5)
                 code = proc.exitcode
                 self._discard()
-                raise MeasureError(f"the measurement worker crashed while measuring {what}: "
-                                   f"{_describe_exit(code)}") from exc
+                raise WorkerLost(f"the measurement worker crashed while measuring {what}: "
+                                 f"{_describe_exit(code)}") from exc
             except BaseException:  # Ctrl-C mid-measurement: a late reply must not answer the next request
                 self._discard(kill=True)
                 raise

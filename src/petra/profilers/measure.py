@@ -68,6 +68,11 @@ class Measurement:
     node: str | None = None
     #: p50 of each independent session when the figure is the fastest of several (see fastest_of)
     session_p50s: tuple[float, ...] = ()
+    #: the brief batch-1 screen before the figure: ``{"settings": ..., "p50_ms": ...}`` per setting
+    #: (plain JSON values); the figure was then taken at the fastest one. Empty: not screened
+    screened: list[dict] = field(default_factory=list)
+    #: wall seconds the screen took (kept apart from the measurement's own time)
+    screen_s: float = 0.0
 
     @property
     def p50_ms(self) -> float:
@@ -76,6 +81,11 @@ class Measurement:
     @property
     def throughput_sps(self) -> float:
         return self.throughput_batch / (self.throughput_timing.p50 / 1e3)
+
+    @property
+    def chosen_settings(self) -> dict | None:
+        """The screened setting with the lowest p50: the one the figure was taken at."""
+        return min(self.screened, key=lambda e: e["p50_ms"])["settings"] if self.screened else None
 
     @property
     def timings(self) -> dict[int, Timing]:
@@ -158,6 +168,7 @@ class Measurement:
             "rounds": self.rounds,
             "session_p50_ms": list(self.session_p50s),
             "reproduced": self.reproduced,
+            "screened": self.screened,
             "fingerprint_id": self.fingerprint.get("id"),
             "node": self.node,
         }
@@ -198,6 +209,32 @@ def measure(
         batch_timings={b: t for b, t in timed.items() if b not in (first, last)},
         threads={"intra_op": session.settings.get("threads")}, other_load_cores=other,
     )
+
+
+def plain(settings: dict) -> dict:
+    """Settings as JSON values (an enum's value), as results and the store keep them."""
+    return {k: getattr(v, "value", v) for k, v in settings.items()}
+
+
+def screen(open_session: Callable[[dict], Session], options: Sequence[dict], x: np.ndarray,
+           policy: TimingPolicy) -> list[dict]:
+    """Each of ``options`` compiled once (``open_session``) and timed briefly on ``x``: the
+    entries of ``Measurement.screened``. A setting the runtime refuses is left out; when every
+    one is refused, the first refusal is raised (the artifact's failure, not the setting's)."""
+    out, refused = [], []
+    for settings in options:
+        try:
+            session = open_session(settings)
+        except CandidateError as exc:
+            refused.append(exc)
+            continue
+        try:
+            out.append({"settings": plain(settings), "p50_ms": time_calls(session.call(x), policy).p50})
+        finally:
+            del session
+    if not out and refused:
+        raise refused[0]
+    return out
 
 
 def interleaved_fastest(

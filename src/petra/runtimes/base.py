@@ -25,6 +25,17 @@ RUNTIME = Gene("runtime", ("onnxruntime",), "onnxruntime", Stage.RUNTIME, keyed_
 THREADS = Gene("threads", (1,), 1, Stage.RUNTIME, help="intra-op threads")
 
 
+def thread_ladder(cores: int) -> tuple[int, ...]:
+    """Thread counts worth screening: 1, powers of two below ``cores``, and ``cores``. Every count
+    up to 4 cores; beyond, the gaps cost a few percent at most while a screen of every count
+    would cost a tenth of a second per count per artifact."""
+    out, t = {1, max(1, cores)}, 2
+    while t < cores:
+        out.add(t)
+        t *= 2
+    return tuple(sorted(out))
+
+
 class Session(ABC):
     """A compiled model ready to run on numpy inputs."""
 
@@ -59,11 +70,27 @@ class Runtime(ABC):
     quantizer: str = ""
     #: precisions (``Precision`` values) this backend's quantizer builds; others fall back to fp32
     precisions: tuple[str, ...] = ("fp32",)
+    #: keyword of ``compile`` -> the gene that holds it: ``settings`` reads a config through it and
+    #: a screened measurement's fastest setting goes back into the config through it
+    setting_genes: dict[str, str] = {"threads": "threads"}
 
     @classmethod
     def settings(cls, config: Any) -> dict[str, Any]:
         """The keyword settings of ``compile`` for a candidate config."""
-        return {"threads": config.threads}
+        return {kw: getattr(config, gene) for kw, gene in cls.setting_genes.items()}
+
+    @classmethod
+    def screen(cls, config: Any, artifact_path: Path, cores: int, *, exact: bool = False) -> list[dict]:
+        """The settings worth timing ``artifact_path`` at on this machine before it is measured
+        at the fastest: each a ``settings`` dict, ``config``'s own values for what is not varied.
+
+        Why per artifact and not per trial: a setting changes how an artifact runs, not what it
+        is, so a search that spent a whole build on each setting (ORT BASIC vs ALL on the same
+        INT8 file: 4-7x apart) wasted most of its trials. Backends add their own settings and
+        leave out those that cannot win on this artifact; ``exact`` keeps only settings that
+        compute in the precision the file declares (the FP32 baseline's honest figure).
+        """
+        return [cls.settings(config) | {"threads": t} for t in thread_ladder(cores)]
 
     @classmethod
     def machine_choices(cls) -> dict[str, tuple]:

@@ -148,10 +148,23 @@ class OpenVinoRuntime(Runtime):
     #: weight-only INT8 has no OpenVINO convolution kernel
     precisions = ("fp32", "int8_static")
 
+    setting_genes = {"hint": "ov_hint", "streams": "ov_streams", "threads": "threads",
+                     "precision": "ov_precision"}
+
     @classmethod
-    def settings(cls, config) -> dict[str, Any]:
-        return {"hint": config.ov_hint, "streams": config.ov_streams, "threads": config.threads,
-                "precision": config.ov_precision}
+    def screen(cls, config, artifact_path: Path, cores: int, *, exact: bool = False) -> list[dict]:
+        """Threads x (latency hint on one stream, throughput hint on each declared stream count
+        above one and within the threads: OpenVINO clamps streams to threads) x the precisions
+        this CPU computes natively (f32 alone when ``exact``). A throughput hint on one stream
+        is the latency hint's setting again, so it is not screened twice."""
+        declared = {g.name: g.choices for g in cls.genes}
+        precisions = (InferencePrecision.F32,) if exact else cls.machine_choices()["ov_precision"]
+        out = []
+        for s in super().screen(config, artifact_path, cores):
+            modes = [(Hint.LATENCY, 1)] + [(Hint.THROUGHPUT, n) for n in declared["ov_streams"]
+                                           if 1 < n <= s["threads"]]
+            out += [s | {"hint": hint, "streams": n, "precision": p} for hint, n in modes for p in precisions]
+        return out
 
     @classmethod
     def usage(cls, model_file: str, settings: dict[str, Any], spec: InputSpec) -> str:

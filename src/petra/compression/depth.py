@@ -1,0 +1,170 @@
+"""Architecture genes: whole residual blocks removed, per depth stage.
+
+Why: pruning narrows layers but keeps every one of them, and on a CPU each layer costs a
+fixed overhead (a kernel launch, a pass over the activations) however narrow it is. A block
+``x + f(x)`` whose input and output shapes match can go entirely: the skip connection carries
+the signal, and fine-tuning with distillation recovers what ``f`` added (layer dropping in
+transformers, block dropping in ResNets). Which blocks go in a stage is decided on real inputs:
+those that change their input least.
+
+A block is removable when it sits in a container of blocks (``nn.Sequential`` or
+``nn.ModuleList``) beside another block, has weights, keeps its input's shape, and either is an
+``nn.TransformerEncoderLayer`` (residual by definition) or adds its own input to its output (read
+from its ``torch.fx`` graph).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from petra.compression.probe import try_on_copy
+from petra.compression.stages import MAX_STAGES, chunks
+from petra.genes import Gene, Pass, Stage
+
+DEPTH_GENES = tuple(f"drop_blocks{i}" for i in range(MAX_STAGES))
+#: a block is (container, index in it)
+Block = tuple[nn.Module, int]
+
+
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardswish)
+_ADDS = {"add", "add_", "iadd", "__add__", "__iadd__"}
+
+
+def _adds_its_input(block: nn.Module) -> bool:
+    """Whether the block returns ``input + f(input)`` (an activation after the sum allowed)."""
+    if isinstance(block, nn.TransformerEncoderLayer):
+        return True
+    try:
+        traced = torch.fx.symbolic_trace(block)
+    except Exception:  # data-dependent control flow: not provably residual, so never removed
+        return False
+    nodes = list(traced.graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"][:1]
+    outputs = [n for n in nodes if n.op == "output"]
+    if not inputs or not outputs or not isinstance(outputs[0].args[0], torch.fx.Node):
+        return False
+    node = outputs[0].args[0]
+    while (node.op == "call_module" and isinstance(traced.get_submodule(node.target), _ACTIVATIONS)) or (
+            node.op in ("call_function", "call_method")
+            and getattr(node.target, "__name__", str(node.target)) in ("relu", "relu_", "gelu", "relu6")):
+        node = node.args[0]
+    return _skip_chain(traced, node, inputs[0])
+
+
+def _skip_chain(traced, node, source) -> bool:
+    """``node`` is a sum with ``source`` on its skip path: ``source + f`` or ``(source + f) + g``
+    (a pre-norm transformer block adds twice); an ``nn.Identity`` shortcut is the source too."""
+    if node.op not in ("call_function", "call_method") or \
+            getattr(node.target, "__name__", str(node.target)) not in _ADDS:
+        return False
+
+    def is_source(a) -> bool:
+        return a is source or (isinstance(a, torch.fx.Node) and a.op == "call_module"
+                               and isinstance(traced.get_submodule(a.target), nn.Identity)
+                               and a.args[:1] == (source,))
+
+    return any(is_source(a) or (isinstance(a, torch.fx.Node) and _skip_chain(traced, a, source))
+               for a in node.args)
+
+
+def _containers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.Sequential | nn.ModuleList) and len(m) > 1]
+
+
+def removable_blocks(model: nn.Module, example: torch.Tensor) -> list[Block]:
+    """Residual, shape-keeping blocks with weights, in depth order."""
+    shapes: dict[nn.Module, bool] = {}
+
+    def hook(mod, args, out):
+        x = args[0] if args else None
+        shapes[mod] = isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and x.shape == out.shape
+
+    candidates = [(c, i) for c in _containers(model) for i in range(len(c))
+                  if any(p.requires_grad for p in c[i].parameters())]
+    handles = [c[i].register_forward_hook(hook) for c, i in candidates]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return [(c, i) for c, i in candidates if shapes.get(c[i]) and _adds_its_input(c[i])]
+
+
+def _change(block: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        out = block(x)
+    return float((out - x).norm() / x.norm().clamp_min(1e-12))
+
+
+def drop_blocks(model: nn.Module, example: torch.Tensor, per_stage: tuple[int, ...],
+                inputs: torch.Tensor | None = None) -> nn.Module:
+    """Remove ``per_stage[k]`` blocks from depth stage ``k``, in place: in each stage, those whose
+    output differs least from their input on ``inputs`` (the example when None)."""
+    blocks = removable_blocks(model, example)
+    seen: dict[nn.Module, torch.Tensor] = {}
+
+    def hook(mod, args, out):
+        seen[mod] = args[0]
+
+    handles = [c[i].register_forward_hook(hook) for c, i in blocks]
+    try:
+        with torch.no_grad():
+            model.eval()(example if inputs is None else inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    doomed = []
+    for stage, k in zip(chunks(blocks), per_stage):
+        ranked = sorted(stage, key=lambda b: _change(b[0][b[1]], seen[b[0][b[1]]]))
+        doomed += ranked[:min(k, len(stage))]
+    _remove(model, doomed)
+    return model
+
+
+def _remove(model: nn.Module, doomed: list[Block]) -> None:
+    """A Sequential gets an Identity in the block's place. A ModuleList (which its owner may
+    index, as nn.TransformerEncoder reads its first layer) loses the entry but keeps one."""
+    for container, i in sorted(doomed, key=lambda b: -b[1]):
+        if isinstance(container, nn.Sequential):
+            container[i] = nn.Identity()
+        elif len(container) > 1:
+            del container[i]
+    for owner in model.modules():
+        layers = getattr(owner, "layers", None)
+        if isinstance(layers, nn.ModuleList) and isinstance(getattr(owner, "num_layers", None), int):
+            owner.num_layers = len(layers)
+
+
+def depth_stages(model: nn.Module, example: torch.Tensor) -> list[int]:
+    """How many removable blocks each depth stage holds."""
+    return [len(stage) for stage in chunks(removable_blocks(model, example))]
+
+
+class BlockRemoval(Pass):
+    """Residual blocks removed per depth stage (the skip connection stays)."""
+
+    name = "block_removal"
+    genes = tuple(Gene(g, (0, 1, 2), 0, Stage.TORCH, keyed_at_default=False,
+                       help=f"residual blocks removed from depth stage {i + 1} of {MAX_STAGES}")
+                  for i, g in enumerate(DEPTH_GENES))
+
+    def applies(self, model, example, backend) -> str | None:
+        try:
+            counts = depth_stages(model, example)
+        except Exception as exc:
+            return f"its blocks could not be traced ({type(exc).__name__}: {exc})"
+        if not counts:
+            return "the model has no residual block whose input and output shapes match"
+        return try_on_copy(model, example, lambda m: drop_blocks(m, example, (1,) * MAX_STAGES),
+                           what="removing a residual block per stage", must_shrink=True)
+
+    def narrow(self, model, example) -> dict[str, tuple[tuple, str]]:
+        counts = depth_stages(model, example)
+        out = {}
+        for gene, n in zip(DEPTH_GENES, counts + [0] * MAX_STAGES):
+            kept = tuple(c for c in (0, 1, 2) if c <= n)
+            if len(kept) < 3:
+                out[gene] = (kept, f"depth stage holds {n} removable block{'s' if n != 1 else ''}")
+        return out

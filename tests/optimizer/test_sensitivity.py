@@ -1,0 +1,50 @@
+"""The sensitivity-seeded start and the stagnation stop."""
+
+from __future__ import annotations
+
+from petra.candidate import CandidateConfig, SearchSpace
+from petra.optimizer.search import IMPROVEMENT, Stagnation
+from petra.optimizer.sensitivity import Sensitivity, open_stages, sensitivity_seeds, stage_sensitivity
+from petra.optimizer.space import handmade_config
+
+
+def test_the_least_sensitive_stage_is_pruned_hardest():
+    s = Sensitivity((5.0, 0.1, 30.0, 1.0))
+    r = s.ratios(0.5)
+    assert r[2] == min(r) and r[1] == max(r)
+    assert abs(sum(r) / 4 - 0.5) < 0.06
+    assert all(0.0 <= x <= 0.9 for x in s.ratios(0.8))
+
+
+def test_seeds_are_non_uniform_snapped_to_the_space_and_canonical():
+    space = SearchSpace()
+    seeds = sensitivity_seeds(handmade_config(1), Sensitivity((0.0, 9.0, 2.0, 4.0)), space)
+    assert len(seeds) == 2
+    for seed in seeds:
+        assert seed == seed.canonical()
+        stages = [getattr(seed, f"prune_stage{i}") for i in range(4)]
+        assert any(s is not None for s in stages)
+        space.encode(seed)  # every value is one of the space's choices
+    assert open_stages(space) == 4
+    assert open_stages(space.replace(prune_stage2=(None,), prune_stage3=(None,))) == 2
+
+
+def test_stage_sensitivity_scores_each_stage_alone_on_real_data(tiny_task, tiny_teacher):
+    sens = stage_sensitivity(tiny_task, tiny_teacher, 3)
+    assert len(sens.drops) == 3 and all(-100 < d <= 100 for d in sens.drops)
+    assert max(sens.drops) > 0  # halving a stage with no training costs something somewhere
+
+
+def test_stagnation_counts_generations_without_a_better_front():
+    s = Stagnation(2)
+    assert not s.update(0.30) and s.since == 0
+    assert not s.update(0.30 * (1 + IMPROVEMENT / 2))  # within noise: not an improvement
+    assert s.update(0.29)  # the second generation without one stops the run
+    resumed = Stagnation(2, s.state())
+    assert resumed.since == 2 and resumed.best == 0.30
+    assert not resumed.update(0.5) and resumed.since == 0
+
+
+def test_a_config_carries_the_stage_genes_through_json():
+    c = CandidateConfig(prune_ratio=0.5, prune_stage0=0.2, drop_blocks1=1)
+    assert CandidateConfig.from_json(c.to_json()) == c
