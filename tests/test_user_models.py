@@ -27,7 +27,7 @@ def _removed(results) -> dict[str, str]:
 
 
 def test_two_layer_lstm_search_has_no_trial_failing_on_a_gene_that_cannot_apply(tmp_path):
-    results, logs = _search(user_models.lstm_task(), tmp_path, 60)
+    results, logs = _search(user_models.lstm_task(), tmp_path, 45)
     removed = _removed(results)
     assert {"qat", "unroll_recurrent"} <= set(removed) and "prune_ratio" not in removed  # units pruned
     assert all(reason for reason in removed.values())
@@ -38,14 +38,14 @@ def test_two_layer_lstm_search_has_no_trial_failing_on_a_gene_that_cannot_apply(
 
 
 def test_transformer_that_torchscript_cannot_export_is_searched_through_dynamo(tmp_path):
-    results, _ = _search(user_models.transformer_task(), tmp_path, 90)
+    results, _ = _search(user_models.transformer_task(), tmp_path, 60)
     failed = [t for t in results["all_trials"] if t["state"] == "FAIL"]
     assert failed == [], [t.get("reason") for t in failed]
     assert results["trials"] >= 2 and results["baseline"]["metric"]["val"] > 50
 
 
 def test_depthwise_cnn_search_prunes_with_groups_consistent(tmp_path):
-    results, _ = _search(user_models.depthwise_task(), tmp_path, 45)
+    results, _ = _search(user_models.depthwise_task(), tmp_path, 35)
     failed = [t for t in results["all_trials"] if t["state"] == "FAIL"]
     assert failed == [], [t.get("reason") for t in failed]
     assert "prune_ratio" not in _removed(results)  # depthwise layers shrink with their inputs

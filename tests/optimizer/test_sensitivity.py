@@ -37,6 +37,7 @@ def test_stage_sensitivity_scores_each_stage_alone_on_real_data(tiny_task, tiny_
 
 def test_stagnation_counts_generations_without_a_better_front():
     s = Stagnation(2)
+    assert not any(s.update(0.0) for _ in range(5))  # nothing feasible yet: nothing to stop on
     assert not s.update(0.30) and s.since == 0
     assert not s.update(0.30 * (1 + IMPROVEMENT / 2))  # within noise: not an improvement
     assert s.update(0.29)  # the second generation without one stops the run

@@ -73,10 +73,12 @@ class Stagnation:
         self.best, self.since = (state or {}).get("best", 0.0), (state or {}).get("since", 0)
 
     def update(self, hv: float) -> bool:
-        """True when the run should stop: ``limit`` generations without improvement."""
+        """True when the run should stop: ``limit`` generations without improvement. Before the
+        first feasible point that beats the baseline there is nothing to improve on, and the
+        search goes on for as long as the budget lasts."""
         if hv > self.best * (1 + IMPROVEMENT) + 1e-9:
             self.best, self.since = hv, 0
-        else:
+        elif self.best > 0:
             self.since += 1
         return self.since >= self.limit
 
