@@ -24,6 +24,7 @@ benchmarks/results/user_models.json and .md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -156,6 +157,28 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _earlier(args) -> dict:
+    """The families of an earlier report from this machine at the same budget and scale: a run of
+    some families updates their rows and keeps the others (each row carries its own date)."""
+    path = args.out.with_suffix(".json")
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    same = (old.get("fingerprint", {}).get("id") == fingerprint()["id"]
+            and old.get("budget_s") == args.budget and old.get("scale") == args.scale)
+    if not same:
+        return {}
+    return {k: v | {"date": v.get("date", old.get("date"))} for k, v in old.get("families", {}).items()}
+
+
+def _workdir(keep: Path | None, name: str):
+    if keep is None:
+        return tempfile.TemporaryDirectory(prefix=f"petra-user-{name}-")
+    (keep / name).mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(str(keep / name))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--budget", type=float, default=180.0)
@@ -163,13 +186,14 @@ def main() -> None:
     p.add_argument("--families", default="depthwise,lstm,transformer,checkpoint")
     p.add_argument("--scale", choices=("user", "test"), default="user")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "user_models")
+    p.add_argument("--keep", type=Path, help="keep each family's run folders under this directory")
     args = p.parse_args()
     report = {"date": time.strftime("%Y-%m-%d"), "budget_s": args.budget, "max_drop": args.max_drop,
-              "scale": args.scale, "fingerprint": fingerprint(), "families": {}}
+              "scale": args.scale, "fingerprint": fingerprint(), "families": _earlier(args)}
     builders = families(args.scale)
     for name in args.families.split(","):
         t0 = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix=f"petra-user-{name}-") as tmp:
+        with _workdir(args.keep, name) as tmp:
             try:
                 task = builders[name]()
                 task.baseline(log=lambda s: None)  # converged, outside the budget
@@ -179,7 +203,7 @@ def main() -> None:
                 }
             except Exception as exc:  # one family failing must not lose the others
                 report["families"][name] = {"error": f"{type(exc).__name__}: {exc}"}
-        report["families"][name]["wall_s"] = time.monotonic() - t0
+        report["families"][name] |= {"wall_s": time.monotonic() - t0, "date": report["date"]}
         print(name, json.dumps(report["families"][name], default=str)[:600], flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))

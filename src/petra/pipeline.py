@@ -26,11 +26,11 @@ from torch import nn
 from petra.candidate import QUANTIZERS, REWRITES, CandidateConfig
 from petra.compression.depth import DEPTH_GENES, drop_blocks
 from petra.compression.lowrank import LowRankRegularizer, factorize, truncate
-from petra.compression.pruning import StructuredPruning, recalibrate_bn, stage_ratios
+from petra.compression.pruning import StructuredPruning, is_pruned, recalibrate_bn, stage_ratios
 from petra.compression.qat import calibrate, export_qat, prepare_qat
 from petra.compression.recurrent import unroll_gru
 from petra.compression.regularizers import BNSparsity, Distillation, Regularizer, TaskLoss
-from petra.compression.training import fit
+from petra.compression.training import FINE_TUNE_BATCH, fine_tune_steps, fit
 from petra.errors import CandidateError, CompileError, TrainError
 from petra.exporters import Artifact, export_onnx
 from petra.exporters.quantize import QuantData
@@ -205,8 +205,10 @@ class CandidateBuilder:
 
     def _fit(self, model: nn.Module, train: Split, what: str, **kwargs) -> None:
         """The one training-error wrapper: a diverging fine-tune is this candidate's failure."""
+        steps = fine_tune_steps(len(self.task.train), len(train), FINE_TUNE_BATCH)
         try:
-            fit(model, train, seed=self.seed, device=self.train_device, **kwargs)
+            fit(model, train, seed=self.seed, device=self.train_device, batch_size=FINE_TUNE_BATCH,
+                steps_per_epoch=steps, **kwargs)
         except (FloatingPointError, RuntimeError) as exc:
             raise TrainError(f"{what} failed: {exc}") from exc
         model.cpu()  # pruning traces and export run on the CPU
@@ -271,13 +273,12 @@ class CandidateBuilder:
             recalibrate_bn(model, self.task.train.x)  # what reaches the later layers changed
 
     def _prune(self, model: nn.Module, cfg: CandidateConfig) -> None:
-        stages = stage_ratios(cfg)
-        if not any(r > 0 for r in (cfg.prune_ratio, *stages)):
+        if not is_pruned(cfg):
             return
         StructuredPruning.prune(model, self.task.example_input, ratio=cfg.prune_ratio,
                                 importance=cfg.importance, round_to=cfg.round_to,
                                 calibration=self._calibration(),
-                                stage_ratios=stages)
+                                stage_ratios=stage_ratios(cfg))
         recalibrate_bn(model, self.task.train.x)  # the BatchNorms' statistics are the unpruned model's
 
     def _loss(self, cfg: CandidateConfig):

@@ -5,7 +5,7 @@ import torch
 
 from petra.compression.pruning import Importance, prune
 from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation
-from petra.compression.training import fit, predict
+from petra.compression.training import FINE_TUNE_STEPS, fine_tune_steps, fit, predict
 
 
 def test_baseline_is_converged_on_real_data(tiny_task, tiny_teacher):
@@ -70,3 +70,19 @@ def test_at_an_equal_metric_the_lower_validation_loss_wins(tiny_task, tiny_model
     assert kept == pytest.approx(min(losses), rel=1e-5)
     # patience counts epochs in which neither the metric nor the loss improved
     assert report.epochs_run == len(losses) and (report.epochs_run == 5 or losses[-1] > min(losses))
+
+
+def test_fine_tune_epoch_is_clamped_in_steps():
+    # digits (1078 images) is 17 batches: floored; CDNOW (14142) is 221: capped; a cheap pass on a
+    # quarter of the data takes a quarter of the clamped length
+    assert fine_tune_steps(1078, 1078, 64) == FINE_TUNE_STEPS[0]
+    assert fine_tune_steps(14142, 14142, 64) == FINE_TUNE_STEPS[1]
+    assert fine_tune_steps(6000, 6000, 64) == 94
+    assert fine_tune_steps(1078, 269, 64) == round(FINE_TUNE_STEPS[0] / 4)
+
+
+def test_an_epoch_of_set_steps_draws_that_many_batches(tiny_task, tiny_model):
+    seen = []
+    tiny_model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])) if m.training else None)
+    fit(tiny_model, tiny_task.train, epochs=2, lr=1e-3, batch_size=64, steps_per_epoch=40)
+    assert len(seen) == 80 and set(seen) == {64}  # 40 full batches per epoch, past one pass

@@ -91,3 +91,12 @@ def test_a_model_that_exports_to_another_function_stops_before_training():
     with pytest.raises(ConfigError, match="disagrees with the torch model") as err:
         _assemble(user_models.stateful_task())
     assert "\n" not in str(err.value)
+
+
+def test_the_one_thread_twin_seeds_only_a_search_that_does_not_screen_threads():
+    from petra.optimizer.space import seed_configs
+
+    unscreened = seed_configs(2, screened=False)
+    screened = seed_configs(2)
+    assert [c.threads for c in unscreened[-2:]] == [2, 1] and len(unscreened) == len(screened) + 1
+    assert len({c.key for c in screened}) == len(screened)

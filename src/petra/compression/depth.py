@@ -72,24 +72,32 @@ def _containers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.Sequential | nn.ModuleList) and len(m) > 1]
 
 
-def removable_blocks(model: nn.Module, example: torch.Tensor) -> list[Block]:
-    """Residual, shape-keeping blocks with weights, in depth order."""
-    shapes: dict[nn.Module, bool] = {}
+def _blocks_with_inputs(model: nn.Module, x: torch.Tensor) -> tuple[list[Block], dict]:
+    """The removable blocks and, from the same single forward on ``x``, each one's input."""
+    seen: dict[nn.Module, torch.Tensor] = {}
+    keeps_shape: dict[nn.Module, bool] = {}
 
     def hook(mod, args, out):
         x = args[0] if args else None
-        shapes[mod] = isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and x.shape == out.shape
+        seen[mod] = x
+        keeps_shape[mod] = (isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor)
+                            and x.shape == out.shape)
 
     candidates = [(c, i) for c in _containers(model) for i in range(len(c))
                   if any(p.requires_grad for p in c[i].parameters())]
     handles = [c[i].register_forward_hook(hook) for c, i in candidates]
     try:
         with torch.no_grad():
-            model.eval()(example)
+            model.eval()(x)
     finally:
         for h in handles:
             h.remove()
-    return [(c, i) for c, i in candidates if shapes.get(c[i]) and _adds_its_input(c[i])]
+    return [(c, i) for c, i in candidates if keeps_shape.get(c[i]) and _adds_its_input(c[i])], seen
+
+
+def removable_blocks(model: nn.Module, example: torch.Tensor) -> list[Block]:
+    """Residual, shape-keeping blocks with weights, in depth order."""
+    return _blocks_with_inputs(model, example)[0]
 
 
 def _change(block: nn.Module, x: torch.Tensor) -> float:
@@ -102,19 +110,7 @@ def drop_blocks(model: nn.Module, example: torch.Tensor, per_stage: tuple[int, .
                 inputs: torch.Tensor | None = None) -> nn.Module:
     """Remove ``per_stage[k]`` blocks from depth stage ``k``, in place: in each stage, those whose
     output differs least from their input on ``inputs`` (the example when None)."""
-    blocks = removable_blocks(model, example)
-    seen: dict[nn.Module, torch.Tensor] = {}
-
-    def hook(mod, args, out):
-        seen[mod] = args[0]
-
-    handles = [c[i].register_forward_hook(hook) for c, i in blocks]
-    try:
-        with torch.no_grad():
-            model.eval()(example if inputs is None else inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    blocks, seen = _blocks_with_inputs(model, example if inputs is None else inputs)
     doomed = []
     for stage, k in zip(chunks(blocks), per_stage):
         ranked = sorted(stage, key=lambda b: _change(b[0][b[1]], seen[b[0][b[1]]]))

@@ -166,7 +166,8 @@ def stage_ratios(config) -> tuple[float, ...]:
     return effective(config.prune_ratio, tuple(getattr(config, g) for g in STAGE_GENES))
 
 
-def _pruned(config) -> bool:
+def is_pruned(config) -> bool:
+    """Whether any stage loses channels: the global ratio alone can be overruled by every stage."""
     return any(r > 0 for r in stage_ratios(config))
 
 
@@ -187,8 +188,8 @@ class StructuredPruning(Pass):
              valid=lambda r: 0.0 <= r <= 0.8, rule="must be in [0, 0.8]",
              help="share of prunable channels / hidden units removed"),
         Gene("importance", tuple(Importance), Importance.L2, Stage.TORCH,
-             when=_pruned, help="how channels are ranked"),
-        Gene("round_to", (1, 4, 8, 16), 8, Stage.TORCH, when=_pruned,
+             when=is_pruned, help="how channels are ranked"),
+        Gene("round_to", (1, 4, 8, 16), 8, Stage.TORCH, when=is_pruned,
              help="kept widths are multiples of this (SIMD-friendly)"),
         *(_stage_gene(i) for i in range(MAX_STAGES)),
     )

@@ -198,7 +198,8 @@ class GenerationLoop:
         from the last stored population."""
         store = self.book.store
         seeds = [self.space.encode(c) for r, b in self.book.baselines.items()
-                 for c in seed_configs(b.config.threads, r, self._sensitivity_seeds(b.config.threads, r))]
+                 for c in seed_configs(b.config.threads, r, self._sensitivity_seeds(b.config.threads, r),
+                                       screened=self.cfg.screen_settings)]
         self.seed_keys = {self.space.decode(g).key for g in seeds}
         start = self.completed
         stored = store.last_population()

@@ -28,14 +28,14 @@ def handmade_config(threads: int, runtime: str = ORT) -> CandidateConfig:
                            precision=Precision.INT8_STATIC, threads=threads, runtime=runtime)
 
 
-def seed_configs(threads: int, runtime: str = ORT,
-                 extra: list[CandidateConfig] = ()) -> list[CandidateConfig]:
+def seed_configs(threads: int, runtime: str = ORT, extra: list[CandidateConfig] = (),
+                 screened: bool = True) -> list[CandidateConfig]:
     """The FP32 baseline, INT8 post-training quantization alone, and prune-50% + KD + INT8, then
-    ``extra`` (the sensitivity-shaped seeds), and last the hand-made one on one thread when the
-    baseline took more: a compressed model does a fraction of the baseline's work, and the thread
-    count that suited the baseline is then often too many (OpenVINO, digits, Xeon with AMX:
-    0.070 ms on 1 thread against 0.116 ms on 2). It costs one measurement: the torch stage is
-    shared."""
+    ``extra`` (the sensitivity-shaped seeds). Without screening (``screened`` False, threads a
+    gene), last the hand-made one on one thread when the baseline took more: a compressed model
+    does a fraction of the baseline's work, and the thread count that suited the baseline is then
+    often too many (OpenVINO, digits, Xeon with AMX: 0.070 ms on 1 thread against 0.116 ms on 2).
+    A screened search tries every thread count on every artifact anyway."""
     handmade = handmade_config(threads, runtime)
     return [
         CandidateConfig(threads=threads, runtime=runtime),
@@ -43,7 +43,7 @@ def seed_configs(threads: int, runtime: str = ORT,
                         runtime=runtime),
         handmade,
         *extra,
-        *([handmade.replace(threads=1)] if threads > 1 else []),
+        *([handmade.replace(threads=1)] if threads > 1 and not screened else []),
     ]
 
 
