@@ -39,7 +39,7 @@ from petra.exporters import Artifact, Calibration, Precision  # noqa: E402
 from petra.models.base import default_cache_dir, get_task  # noqa: E402
 from petra.optimizer.genome import OPENVINO, ORT, CandidateConfig  # noqa: E402
 from petra.optimizer.records import Prefer, TrialState, pareto_front, pick_best  # noqa: E402
-from petra.optimizer.space import seed_configs  # noqa: E402
+from petra.optimizer.space import handmade_config  # noqa: E402
 from petra.optimizer.study import FINAL_POLICY, Study  # noqa: E402
 from petra.profilers import fingerprint, interleaved_fastest  # noqa: E402
 
@@ -204,7 +204,7 @@ class Bench:
                                                runtime=ORT),
                     "nncf_ptq": CandidateConfig(precision=Precision.INT8_STATIC, threads=threads[OPENVINO],
                                                 runtime=OPENVINO),
-                    "handmade": seed_configs(threads[self.args.runtime], self.args.runtime)[2],
+                    "handmade": handmade_config(threads[self.args.runtime], self.args.runtime),
                 }
                 notes = {
                     "ort_ptq": "one candidate: quantize_static defaults (QDQ, MinMax, per-tensor, "

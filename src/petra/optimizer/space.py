@@ -21,26 +21,34 @@ from petra.optimizer.genome import ORT, Regularizer
 Removed = tuple[str, str]
 
 
-def handmade_config(threads: int, runtime: str = ORT) -> CandidateConfig:
-    """What an expert builds first: prune 50% (L2), fine-tune 4 epochs with distillation, INT8."""
+def handmade_config(threads: int, runtime: str = ORT,
+                    precision: Precision = Precision.INT8_STATIC) -> CandidateConfig:
+    """What an expert builds first: prune 50% (L2), fine-tune 4 epochs with distillation, then
+    the precision post-training quantization measured fastest on this model (INT8 by default)."""
     return CandidateConfig(prune_ratio=0.5, importance=Importance.L2, round_to=8, epochs=4, lr=1e-3,
                            regularizer=Regularizer.KD, reg_weight=0.75,
-                           precision=Precision.INT8_STATIC, threads=threads, runtime=runtime)
+                           precision=precision, threads=threads, runtime=runtime)
+
+
+def ptq_configs(threads: int, runtime: str, precisions: tuple[Precision, ...]) -> list[CandidateConfig]:
+    """Each INT8 of ``precisions`` applied to the baseline alone: the single techniques."""
+    return [CandidateConfig(precision=p, calibration=Calibration.MINMAX, threads=threads, runtime=runtime)
+            for p in dict.fromkeys(precisions) if p is not Precision.FP32]
 
 
 def seed_configs(threads: int, runtime: str = ORT, extra: list[CandidateConfig] = (),
-                 screened: bool = True) -> list[CandidateConfig]:
-    """The FP32 baseline, INT8 post-training quantization alone, and prune-50% + KD + INT8, then
-    ``extra`` (the sensitivity-shaped seeds). Without screening (``screened`` False, threads a
-    gene), last the hand-made one on one thread when the baseline took more: a compressed model
-    does a fraction of the baseline's work, and the thread count that suited the baseline is then
-    often too many (OpenVINO, digits, Xeon with AMX: 0.070 ms on 1 thread against 0.116 ms on 2).
-    A screened search tries every thread count on every artifact anyway."""
-    handmade = handmade_config(threads, runtime)
+                 screened: bool = True,
+                 precision: Precision = Precision.INT8_STATIC) -> list[CandidateConfig]:
+    """The FP32 baseline, INT8 post-training quantization alone, and prune-50% + KD at
+    ``precision``, then ``extra`` (the sensitivity-shaped seeds). Without screening
+    (``screened`` False, threads a gene), last the hand-made one on one thread when the baseline
+    took more: a compressed model does a fraction of the baseline's work, and the thread count
+    that suited the baseline is then often too many (OpenVINO, digits, Xeon with AMX: 0.070 ms on
+    1 thread against 0.116 ms on 2). A screened search tries every thread count anyway."""
+    handmade = handmade_config(threads, runtime, precision)
     return [
         CandidateConfig(threads=threads, runtime=runtime),
-        CandidateConfig(precision=Precision.INT8_STATIC, calibration=Calibration.MINMAX, threads=threads,
-                        runtime=runtime),
+        *ptq_configs(threads, runtime, (Precision.INT8_STATIC, precision)),
         handmade,
         *extra,
         *([handmade.replace(threads=1)] if threads > 1 and not screened else []),
