@@ -33,6 +33,7 @@ import torch
 
 from petra.exporters import export_onnx
 from petra.models.digits import DigitsResNet, load_digits_splits
+from petra.optimizer.study import SEARCH_POLICY
 from petra.profilers import (
     IsolatedMeasurer,
     Measurement,
@@ -54,6 +55,42 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return float(s / len(pairs))
 
 
+def _figure(ses: list[float], k: int, how: str) -> float:
+    return float(min(ses[:k]) if how == "fastest" else np.median(ses[:k]))
+
+
+def estimator_table(sessions: list[list[list[float]]], ref: int, ks: tuple[int, ...],
+                    schedules: int = 300, seed: int = 0) -> list[dict]:
+    """Kendall tau of each estimator's ranking, from the same sessions: the fastest or the median
+    of a figure's first k sessions, absolute or paired (divided by the reference artifact's
+    figure from the same round, as a search could measure the baseline beside each candidate).
+
+    Two tau statistics: over every pair of rounds (all artifacts measured in the same minutes),
+    and over random "search schedules", in which each artifact's figure comes from a round drawn
+    at random, as a search measures its candidates minutes apart; the 5th percentile and the
+    worst of ``schedules`` pairs of schedules are reported."""
+    rounds, n = len(sessions), len(sessions[0])
+    rng = np.random.default_rng(seed)
+    others = [i for i in range(n) if i != ref]
+    rows = []
+    for k, how, paired in itertools.product(ks, ("fastest", "median"), (False, True)):
+        fig = np.array([[_figure(sessions[r][i], k, how) for i in range(n)] for r in range(rounds)])
+        if paired:
+            fig = fig / fig[:, [ref]]
+        fig = fig[:, others]
+        by_round = [kendall_tau(list(fig[a]), list(fig[b]))
+                    for a, b in itertools.combinations(range(rounds), 2)]
+        scattered = []
+        for _ in range(schedules):
+            draws = rng.integers(0, rounds, size=(2, len(others)))
+            scattered.append(kendall_tau(*[list(fig[d, np.arange(len(others))]) for d in draws]))
+        rows.append({"sessions": k, "estimator": how, "paired": paired,
+                     "tau_min_rounds": min(by_round), "tau_p5_scattered": float(np.percentile(scattered, 5)),
+                     "tau_min_scattered": min(scattered),
+                     "median_cv": float(np.median(fig.std(axis=0, ddof=1) / fig.mean(axis=0)))})
+    return rows
+
+
 def build(workdir: Path) -> list[Path]:
     torch.manual_seed(0)
     example = torch.zeros(1, 1, 8, 8)
@@ -73,6 +110,12 @@ def main() -> None:
     ap.add_argument("--order", choices=("spread", "back-to-back"), default="spread",
                     help="spread: a figure's sessions interleaved with the other artifacts' (as in "
                          "a study's final re-measurement); back-to-back: one after another (petra bench)")
+    ap.add_argument("--policy", choices=("final", "search"), default="final",
+                    help="search: the study's search-time policy (SEARCH_POLICY), one figure per "
+                         "session, for the estimator table; final: --rel-ci and --max-time")
+    ap.add_argument("--reference", type=int, default=len(WIDTHS) - 1,
+                    help="index of the artifact the paired estimators divide by (default the widest, "
+                         "as the FP32 baseline is the slowest model of a search)")
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).parent / "results" / "measurement_stability.json")
     args = ap.parse_args()
@@ -80,7 +123,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="petra-stability-"))
     arts = build(workdir)
     sample = np.ascontiguousarray(load_digits_splits()[1].x[:64])
-    policy = TimingPolicy(rel_ci=args.rel_ci, max_time_s=args.max_time)
+    policy = SEARCH_POLICY if args.policy == "search" else TimingPolicy(rel_ci=args.rel_ci,
+                                                                        max_time_s=args.max_time)
     load_start, t0 = os.getloadavg(), time.monotonic()
     p50 = np.zeros((args.rounds, len(arts)))
     other = np.zeros_like(p50)
@@ -148,6 +192,15 @@ def main() -> None:
           f"{elapsed:.0f}s")
     verdict = "idle" if loaded == 0 else "LOADED: rerun on an idle machine for the targets"
     print(f"machine: {verdict}")
+    per_session = elapsed / max(1, int(n_sessions.sum()))
+    table = estimator_table(sessions, args.reference, tuple(k for k in (1, 2, 3, 5) if k <= args.sessions))
+    print(f"\nestimators (reference {arts[args.reference].stem}; {per_session:.2f}s per session):")
+    print(f"{'k':>2} {'estimator':<8} {'paired':<6} {'tau min rounds':>14} {'tau p5 scattered':>16} "
+          f"{'tau min scattered':>17} {'median CV':>9}")
+    for row in table:
+        print(f"{row['sessions']:>2} {row['estimator']:<8} {str(row['paired']):<6} "
+              f"{row['tau_min_rounds']:>14.3f} {row['tau_p5_scattered']:>16.3f} "
+              f"{row['tau_min_scattered']:>17.3f} {100 * row['median_cv']:>8.2f}%")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "artifacts": [a.stem for a in arts], "rounds": args.rounds, "threads": args.threads,
@@ -162,7 +215,8 @@ def main() -> None:
         "kendall_tau_mean": float(np.mean(taus)),
         "interval_met": met.tolist(), "other_load_cores": other.tolist(),
         "load_avg_start": load_start, "load_avg_end": load_end, "loaded_measurements": loaded,
-        "elapsed_s": elapsed, "fingerprint": fingerprint(),
+        "elapsed_s": elapsed, "fingerprint": fingerprint(), "policy_name": args.policy,
+        "seconds_per_session": per_session, "reference": arts[args.reference].stem, "estimators": table,
     }, indent=2))
     print(f"saved {args.out}")
 

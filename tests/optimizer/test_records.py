@@ -96,3 +96,16 @@ def test_trials_are_immutable_and_old_pruned_state_reads():
     stopped = dataclasses.replace(t, state=TrialState.STOPPED_EARLY)
     assert t.state is TrialState.COMPLETE and stopped.entry("accuracy")["state"] == "STOPPED"
     assert TrialState("PRUNED") is TrialState.STOPPED_EARLY  # stores and results from before the rename
+
+
+def test_halving_keeps_a_fast_candidate_whose_cheap_drop_is_within_the_tolerance():
+    from petra.optimizer.halving import CHEAP_TOLERANCE, SuccessiveHalving
+
+    fast = _trial(1, 96.0, 0.1, 100, TrialState.INFEASIBLE, drop=3.0)  # a block removed, one cheap epoch
+    slow = _trial(2, 99.0, 0.5, 100, drop=0.0)
+    hopeless = _trial(3, 20.0, 0.05, 100, TrialState.INFEASIBLE, drop=CHEAP_TOLERANCE + 1)
+    stopped = SuccessiveHalving(keep=0.5).split({0: fast, 1: slow, 2: hopeless}, 1, "accuracy", max_drop=1.0)
+    assert set(stopped) == {2} and stopped[2].state is TrialState.STOPPED_EARLY
+    # judged strictly (no tolerance), the slow feasible one would have won the only place left
+    strict = SuccessiveHalving(keep=0.34).split({0: fast, 1: slow}, 1, "accuracy", max_drop=0.0)
+    assert set(strict) == {0}

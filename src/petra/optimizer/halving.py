@@ -18,6 +18,13 @@ from petra.optimizer.records import Trial, TrialState, nondominated_rank
 from petra.optimizer.trials import TrialBook
 from petra.pipeline import LOW_FIDELITY, Fidelity
 
+#: a cheap result counts as feasible for the ranking up to this many times max_drop. Why: one
+#: epoch on a quarter of the data under-rates exactly the aggressive candidates worth a full
+#: fine-tune. A d64 transformer with a block removed and 50% pruned scored 3.06 AUC points of drop
+#: cheap (ranked below every cheap-feasible candidate, so stopped) and 0.43 after 6 full epochs;
+#: cdnow's hand-made pipeline 1.24 points lower cheap than full.
+CHEAP_TOLERANCE = 4.0
+
 
 class SuccessiveHalving:
     def __init__(self, fidelity: Fidelity = LOW_FIDELITY, keep: float = 0.5) -> None:
@@ -31,7 +38,7 @@ class SuccessiveHalving:
         cheap = self.cheap_pass(book, [configs[i] for i in positions], positions, generation, out_of_time)
         if not cheap:
             return {}
-        return self.split(cheap, generation, book.task.metric.name)
+        return self.split(cheap, generation, book.task.metric.name, book.max_drop)
 
     def cheap_pass(self, book: TrialBook, configs: list[CandidateConfig], positions: list[int],
                    generation: int, out_of_time: Callable[[], bool]) -> dict[int, Trial]:
@@ -49,10 +56,15 @@ class SuccessiveHalving:
             cheap.close()
         return dict(sorted(done.items()))
 
-    def split(self, cheap: dict[int, Trial], generation: int, metric: str) -> dict[int, Trial]:
+    def split(self, cheap: dict[int, Trial], generation: int, metric: str,
+              max_drop: float = math.inf) -> dict[int, Trial]:
         """The worse part of the cheap results (position -> STOPPED record; a failed build keeps
-        FAIL): ranked by constraint-domination, then by drop (the metric's own direction)."""
-        rank = dict(zip(cheap, nondominated_rank(list(cheap.values()))))
+        FAIL): ranked by constraint-domination, with a drop up to CHEAP_TOLERANCE x ``max_drop``
+        counted feasible, then by drop (the metric's own direction)."""
+        ranked = [replace(t, state=TrialState.COMPLETE) if t.state is TrialState.INFEASIBLE
+                  and t.drop is not None and t.drop <= CHEAP_TOLERANCE * max_drop else t
+                  for t in cheap.values()]
+        rank = dict(zip(cheap, nondominated_rank(ranked)))
         order = sorted(cheap, key=lambda i: (rank[i], math.inf if cheap[i].drop is None else cheap[i].drop))
         out = {}
         for i in order[math.ceil(len(order) * self.keep):]:

@@ -97,7 +97,8 @@ class GenerationLoop:
         #: called with the front after each generation (the results file is rewritten there)
         self.on_generation = on_generation
         self.halving = halving or SuccessiveHalving()
-        #: the seeded configs (hand-made pipeline among them): always built at full fidelity
+        #: the hand-made seeds: always built at full fidelity (the sensitivity-shaped ones go
+        #: through the cheap pass like any other candidate)
         self.seed_keys: set[str] = set()
         self.completed = book.store.get_meta("generations_completed", 0)
         self.history: list[dict] = book.store.get_meta("history", [])
@@ -106,9 +107,9 @@ class GenerationLoop:
         self.stopped: str | None = None
 
     def evaluate_batch(self, genomes: list[tuple[int, ...]], generation: int) -> list[list[float]]:
-        """One generation's new candidates, their fitness in the order of ``genomes``. Seeded
-        configs skip successive halving: they are there so the front holds at least what an
-        expert would build by hand, and one epoch on a quarter of the data under-rates exactly
+        """One generation's new candidates, their fitness in the order of ``genomes``. The
+        hand-made seeds skip successive halving: they are there so the front holds at least what
+        an expert would build by hand, and one epoch on a quarter of the data under-rates exactly
         the aggressive pruning it needs (cdnow: prune-50% + KD + INT8 scored 72.63 cheap and
         73.87, the baseline's AUC, at full fidelity)."""
         configs = [self.space.decode(g) for g in genomes]
@@ -153,13 +154,18 @@ class GenerationLoop:
                 best, fastest = t.config.precision, t.measurement.p50_ms
         return best
 
-    def _seeds(self) -> list[tuple[int, ...]]:
-        seeds = []
+    def _seeds(self) -> tuple[list[tuple[int, ...]], set[str]]:
+        """The first population's seeds, and the keys of the hand-made ones among them."""
+        seeds, handmade = [], []
         for runtime, base in self.book.baselines.items():
             threads, precision = base.config.threads, self._fastest_ptq(base, runtime)
-            seeds += seed_configs(threads, runtime, self._sensitivity_seeds(threads, runtime, precision),
-                                  screened=self.cfg.screen_settings, precision=precision)
-        return [self.space.encode(c) for c in seeds]
+            shaped = self._sensitivity_seeds(threads, runtime, precision)
+            configs = seed_configs(threads, runtime, shaped, screened=self.cfg.screen_settings,
+                                   precision=precision)
+            seeds += configs
+            handmade += [c for c in configs if c not in shaped]
+        return ([self.space.encode(c) for c in seeds],
+                {self.space.decode(self.space.encode(c)).key for c in handmade})
 
     def _sensitivity_seeds(self, threads: int, runtime: str, precision: Precision) -> list[CandidateConfig]:
         """Non-uniform seeds from one pruning pass per stage (once per run, on the first call);
@@ -221,8 +227,7 @@ class GenerationLoop:
         """Seeded with the hand-made configs on each runtime's baseline threads, or continued
         from the last stored population."""
         store = self.book.store
-        seeds = self._seeds()
-        self.seed_keys = {self.space.decode(g).key for g in seeds}
+        seeds, self.seed_keys = self._seeds()
         start = self.completed
         stored = store.last_population()
         if stored is not None:  # resume: the last stored population, every finished trial cached
