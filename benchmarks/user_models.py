@@ -99,8 +99,9 @@ def _ratio(t, base) -> dict | None:
 
 
 def petra_run(task, work: Path, budget: float, max_drop: float) -> dict:
+    # no stage cache: a user's first run has none, and an earlier run here must not make it cheap
     cfg = load_config(task=task.name, time_budget=budget, output=work / "petra", progress="quiet",
-                      max_drop=max_drop)
+                      max_drop=max_drop, stage_cache=False)
     study = Study(cfg, task=task, log=lambda s: None)
     results = study.run()
     best = next((t for t in study.trials if t.number == results["best"]["trial"]), study.baseline)

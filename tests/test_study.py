@@ -33,6 +33,10 @@ def test_results_json_fields(tiny_run):
     assert on_disk["trials"] == len(on_disk["all_trials"]) >= 4
     # the final re-measurement took the configured rounds (final_sessions = final_max_sessions = 2)
     assert on_disk["baseline"]["rounds"] == 2 and len(on_disk["baseline"]["session_p50_ms"]) == 2
+    # and results.json says how its figures were made
+    est = on_disk["estimator"]
+    assert est["search"]["sessions"] == 1 and est["final"]["sessions"] == est["final"]["max_sessions"] == 2
+    assert est["final"]["policy"]["rel_ci"] < est["search"]["policy"]["rel_ci"]
     lines = (out / "trials.jsonl").read_text().splitlines()
     assert len(lines) == on_disk["trials"]  # every trial was written the moment it ended
 

@@ -109,3 +109,12 @@ def test_halving_keeps_a_fast_candidate_whose_cheap_drop_is_within_the_tolerance
     # judged strictly (no tolerance), the slow feasible one would have won the only place left
     strict = SuccessiveHalving(keep=0.34).split({0: fast, 1: slow}, 1, "accuracy", max_drop=0.0)
     assert set(strict) == {0}
+
+
+def test_halving_breaks_a_tie_of_ranks_by_speed_among_the_feasible():
+    from petra.optimizer.halving import SuccessiveHalving
+
+    careful = _trial(1, 98.9, 0.5, 100, drop=0.1)
+    bold = _trial(2, 97.0, 0.2, 200, TrialState.INFEASIBLE, drop=2.0)  # faster, bigger: same rank
+    stopped = SuccessiveHalving(keep=0.5).split({0: careful, 1: bold}, 1, "accuracy", max_drop=1.0)
+    assert set(stopped) == {0}

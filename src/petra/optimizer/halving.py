@@ -60,12 +60,21 @@ class SuccessiveHalving:
               max_drop: float = math.inf) -> dict[int, Trial]:
         """The worse part of the cheap results (position -> STOPPED record; a failed build keeps
         FAIL): ranked by constraint-domination, with a drop up to CHEAP_TOLERANCE x ``max_drop``
-        counted feasible, then by drop (the metric's own direction)."""
-        ranked = [replace(t, state=TrialState.COMPLETE) if t.state is TrialState.INFEASIBLE
+        counted feasible; within a rank the feasible first, fastest first (the full fine-tune
+        recovers most of a cheap drop; by drop, the conservative candidates won every tie), then
+        the rest by drop."""
+        ranked = {i: replace(t, state=TrialState.COMPLETE) if t.state is TrialState.INFEASIBLE
                   and t.drop is not None and t.drop <= CHEAP_TOLERANCE * max_drop else t
-                  for t in cheap.values()]
-        rank = dict(zip(cheap, nondominated_rank(ranked)))
-        order = sorted(cheap, key=lambda i: (rank[i], math.inf if cheap[i].drop is None else cheap[i].drop))
+                  for i, t in cheap.items()}
+        rank = dict(zip(ranked, nondominated_rank(list(ranked.values()))))
+
+        def order_key(i: int) -> tuple:
+            t = ranked[i]
+            if t.ok:
+                return rank[i], 0, t.measurement.p50_ms
+            return rank[i], 1, math.inf if t.drop is None else t.drop
+
+        order = sorted(cheap, key=order_key)
         out = {}
         for i in order[math.ceil(len(order) * self.keep):]:
             t = cheap[i]

@@ -7,11 +7,10 @@ from dataclasses import replace
 
 from petra.errors import CandidateError
 from petra.exporters import Artifact
+from petra.optimizer.estimators import FINAL_POLICY
 from petra.optimizer.records import Trial
 from petra.optimizer.trials import TrialBook
-from petra.profilers import TimingPolicy, interleaved_fastest
-
-FINAL_POLICY = TimingPolicy(rel_ci=0.01, min_runs=50, max_time_s=1.0)
+from petra.profilers import interleaved_fastest
 
 
 def remeasure(book: TrialBook, trials: list[Trial], rounds: int, max_rounds: int) -> None:

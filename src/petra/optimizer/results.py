@@ -11,6 +11,7 @@ from petra import __version__
 from petra.config import RunConfig
 from petra.handoff import write_handoff
 from petra.models.base import Task
+from petra.optimizer import estimators
 from petra.optimizer.records import Trial, TrialState
 from petra.optimizer.trials import TrialBook
 from petra.profilers import machine, versions
@@ -34,6 +35,8 @@ class ResultsWriter:
             # each artifact screened at the runtime settings and measured at the fastest (its
             # config and runtime_settings name that setting); false: the settings were genes
             "screened_settings": self.cfg.screen_settings,
+            # how each latency figure was made (statistic, sessions, timing policy)
+            "estimator": estimators.describe(self.cfg.final_sessions, self.cfg.final_max_sessions),
             "device": self.cfg.device,
             "executor": run["executor"],
             "elapsed_s": run["elapsed_s"],

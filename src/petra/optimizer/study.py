@@ -22,21 +22,20 @@ from petra.errors import ConfigError
 from petra.executors import Executor, make_executor
 from petra.models.base import Task, get_task
 from petra.optimizer.baseline import measure_baselines, probe_space
+from petra.optimizer.estimators import FINAL_POLICY, SEARCH_POLICY
 from petra.optimizer.events import Events, LogEvents
 from petra.optimizer.genome import CandidateConfig, SearchSpace
 from petra.optimizer.records import Trial, pick_best
-from petra.optimizer.remeasure import FINAL_POLICY, refer_to_faster_baseline, remeasure
+from petra.optimizer.remeasure import refer_to_faster_baseline, remeasure
 from petra.optimizer.results import ResultsWriter
 from petra.optimizer.search import Budget, GenerationLoop
 from petra.optimizer.store import StudyStore
 from petra.optimizer.trials import TrialBook
 from petra.pipeline import CandidateBuilder
-from petra.profilers import TimingPolicy, machine
+from petra.profilers import machine
 from petra.runtimes import get_runtimes
 
 __all__ = ["FINAL_POLICY", "SEARCH_POLICY", "Study", "resume_study", "run_study"]
-
-SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
 
 
 def _sink(progress: Events | None, log: Callable[[str], None] | None) -> Events:
