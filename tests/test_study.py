@@ -10,6 +10,7 @@ import torch
 from petra.config import load_config
 from petra.errors import ConfigError, MeasureError
 from petra.models import Task
+from petra.optimizer.estimators import SEARCH_SESSIONS
 from petra.optimizer.records import pareto_front
 from petra.optimizer.search import Budget
 from petra.optimizer.study import Study
@@ -35,7 +36,11 @@ def test_results_json_fields(tiny_run):
     assert on_disk["baseline"]["rounds"] == 2 and len(on_disk["baseline"]["session_p50_ms"]) == 2
     # and results.json says how its figures were made
     est = on_disk["estimator"]
-    assert est["search"]["sessions"] == 1 and est["final"]["sessions"] == est["final"]["max_sessions"] == 2
+    assert est["search"]["sessions"] == SEARCH_SESSIONS
+    assert est["final"]["sessions"] == est["final"]["max_sessions"] == 2
+    final = {e["trial"] for e in [on_disk["baseline"], *on_disk["pareto"]]}
+    searched = [t for t in on_disk["all_trials"] if t["trial"] not in final and t.get("latency_ms")]
+    assert searched and all(len(t["session_p50_ms"]) == SEARCH_SESSIONS for t in searched)
     assert est["final"]["policy"]["rel_ci"] < est["search"]["policy"]["rel_ci"]
     lines = (out / "trials.jsonl").read_text().splitlines()
     assert len(lines) == on_disk["trials"]  # every trial was written the moment it ended

@@ -326,6 +326,9 @@ class CandidateBuilder:
     #: with a number, a search's measurement first screens its artifact at the runtime settings
     #: that can matter on up to this many threads (``Runtime.screen``); None: the config's own
     screen_threads: int | None = None
+    #: fresh sessions behind a search-time figure (its fastest is the figure; see
+    #: ``petra.optimizer.estimators``); a re-measurement takes one per round
+    search_sessions: int = 1
 
     def request(
         self, cfg: CandidateConfig, artifact: Artifact, policy: TimingPolicy | None = None,
@@ -342,7 +345,8 @@ class CandidateBuilder:
         return MeasureRequest(artifact.path, self._runtime_refs[cfg.runtime], cfg.runtime_settings(),
                               sample=self.task.val.x[:64], batches=(1, self.throughput_batch),
                               policy=policy or self.policy, size_bytes=artifact.size_bytes,
-                              eval_inputs=eval_inputs, screen=tuple(options))
+                              eval_inputs=eval_inputs, screen=tuple(options),
+                              sessions=self.search_sessions if screen else 1)
 
     def measure(
         self, cfg: CandidateConfig, artifact: Artifact, policy: TimingPolicy | None = None,
