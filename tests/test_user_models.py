@@ -38,7 +38,7 @@ def test_two_layer_lstm_search_has_no_trial_failing_on_a_gene_that_cannot_apply(
 
 
 def test_transformer_that_torchscript_cannot_export_is_searched_through_dynamo(tmp_path):
-    results, _ = _search(user_models.transformer_task(), tmp_path, 60)
+    results, _ = _search(user_models.transformer_task(), tmp_path, 25)
     failed = [t for t in results["all_trials"] if t["state"] == "FAIL"]
     assert failed == [], [t.get("reason") for t in failed]
     assert results["trials"] >= 2 and results["baseline"]["metric"]["val"] > 50

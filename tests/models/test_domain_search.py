@@ -25,7 +25,7 @@ SPACE = SearchSpace(prune_ratio=(0.0, 0.5), round_to=(4,), epochs=(0, 1), lr=(3e
 def run(task, tmp_path, space=SPACE, max_drop=100.0):
     task.baseline(log=lambda s: None)  # trained (and cached) outside the search's time budget
     cfg = load_config(final_sessions=2, final_max_sessions=2,
-                      generations=1, population=4, time_budget=25, output=tmp_path, max_threads=1,
+                      generations=1, population=4, time_budget=15, output=tmp_path, max_threads=1,
                       max_drop=max_drop)
     study = Study(cfg, task=task, space=space, log=lambda s: None)
     results = study.run()
