@@ -159,7 +159,7 @@ def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
             yield item
 
     study.book.build_trials = counting
-    study.budget.out_of_time = lambda: len(built) >= 1
+    study.budget.out_of_time = lambda next_s=0.0: len(built) >= 1
     fits = study.loop.evaluate_batch(genomes, 1)
     assert len(built) == 1 and built[0] is not None  # one low-fidelity build, no full one
     assert len(study.trials) == before and len(fits) == 4
@@ -250,3 +250,9 @@ def test_final_reserve_is_what_re_measuring_the_front_and_baselines_will_take():
     assert not budget.out_of_time()
     budget.start = time.monotonic() - 8.0  # 8 + 2.1 >= 10: stop searching now
     assert budget.out_of_time()
+
+
+def test_a_build_expected_to_overrun_the_budget_is_not_started():
+    budget = Budget(100.0, final_sessions=1, to_remeasure=lambda: [], spent=60.0)
+    assert not budget.out_of_time() and not budget.out_of_time(next_s=30.0)
+    assert budget.out_of_time(next_s=45.0)  # 60 s spent + 45 s expected > 100 s

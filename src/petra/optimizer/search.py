@@ -15,7 +15,7 @@ from petra.optimizer.genome import CandidateConfig, SearchSpace
 from petra.optimizer.halving import SuccessiveHalving
 from petra.optimizer.hypervolume import normalized_hypervolume
 from petra.optimizer.nsga import run_nsga2
-from petra.optimizer.records import FAILED, Trial, pick_best
+from petra.optimizer.records import FAILED, Trial, TrialState, pick_best
 from petra.optimizer.sensitivity import (
     PROBE_RATIO,
     Sensitivity,
@@ -47,10 +47,13 @@ class Budget:
         budget on ucr-GunPoint."""
         return self.final_sessions * sum(t.stage_s.get("measure_s", 0.0) for t in self.to_remeasure())
 
-    def out_of_time(self) -> bool:
+    def out_of_time(self, next_s: float = 0.0) -> bool:
+        """True when what is left is the final reserve, or would be once a candidate expected
+        to take ``next_s`` finished: a build cannot be stopped part way, and on the default
+        digits run (64-step epochs, 25 s full fine-tunes) the one in flight overran by 26 s."""
         if stop_requested():  # a Ctrl-C whose KeyboardInterrupt was lost in a finalizer
             raise KeyboardInterrupt
-        return self.elapsed() + self.final_reserve() >= self.time_budget
+        return self.elapsed() + self.final_reserve() + next_s >= self.time_budget
 
 
 #: NSGA-II's generation count when no cap is set: the budget or stagnation ends the run first
@@ -126,17 +129,28 @@ class GenerationLoop:
             for i, t in stopped.items():
                 self.book.record(t, genomes[i])
         full = [i for i in fresh.values() if configs[i].key not in self.book.by_key]
-        if full and not self.budget.out_of_time():
+        trains = any(configs[i].epochs > 0 for i in full)
+        if full and not self.budget.out_of_time(self._typical_full_s() if trains else 0.0):
             self._full_pass(configs, full, genomes, generation)
         return [self.book.by_key[c.key].fitness() if c.key in self.book.by_key else [FAILED] * 3
                 for c in configs]
 
+    def _typical_full_s(self) -> float:
+        """The median wall time of this run's finished full-fidelity trials that trained: what
+        the next full build is expected to take (0 before the first)."""
+        spent = sorted(t.elapsed_s for t in self.book.trials
+                       if t.config.epochs > 0 and t.state is not TrialState.STOPPED_EARLY and t.elapsed_s)
+        return spent[len(spent) // 2] if spent else 0.0
+
     def _full_pass(self, configs: list[CandidateConfig], full: list[int], genomes, generation: int) -> None:
         finished = self.book.build_trials([configs[i] for i in full], generation)
+        left = set(range(len(full)))
         try:
             for j, t in finished:
                 self.book.record(t, genomes[full[j]])
-                if self.budget.out_of_time():
+                left.discard(j)
+                trains = any(configs[full[k]].epochs > 0 for k in left)
+                if self.budget.out_of_time(self._typical_full_s() if trains else 0.0):
                     break
         finally:
             finished.close()
