@@ -34,6 +34,7 @@ from petra.compression.training import FINE_TUNE_BATCH, fine_tune_steps, fit
 from petra.errors import CandidateError, CompileError, TrainError
 from petra.exporters import Artifact, export_onnx
 from petra.exporters.quantize import QuantData
+from petra.fidelity import Fidelity
 from petra.models.base import Split, Task, default_cache_dir
 from petra.profilers import (
     IsolatedMeasurer,
@@ -51,31 +52,6 @@ L1_SCALE = 1e-3
 #: QAT fine-tunes BN-folded weights (no BatchNorm left to absorb large steps): the lr gene's
 #: value (1e-3) cost 2 points on digits (96.9% after 2 epochs) where a tenth kept 99.4%
 QAT_LR_SCALE = 0.1
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """A cheaper fine-tune: a fraction of the training data and at most ``max_epochs``.
-
-    Latency and size depend on the architecture and quantization only, so a low-fidelity
-    candidate measures them exactly; only its metric is a (pessimistic) estimate.
-    """
-
-    data_fraction: float = 0.25
-    max_epochs: int = 1
-    #: a ranking inside one generation needs less precision than the front's figures
-    timing: TimingPolicy = TimingPolicy(rel_ci=0.1, min_runs=20, max_time_s=0.25, warmup_max_s=0.1)
-
-    def describe(self) -> str:
-        return f"{self.max_epochs} epoch(s) on {self.data_fraction:.0%} of the training data"
-
-    def split(self, train: Split, seed: int) -> Split:
-        n = max(2, int(len(train) * self.data_fraction))
-        idx = np.sort(np.random.default_rng(seed).permutation(len(train))[:n])
-        return Split(train.x[idx], train.y[idx])
-
-
-LOW_FIDELITY = Fidelity()
 
 
 def _inputs_hash(task: Task, teacher: nn.Module, seed: int) -> str:

@@ -26,8 +26,9 @@ from petra.errors import CandidateError, ConfigError
 
 if TYPE_CHECKING:
     from petra.exporters import Artifact
+    from petra.fidelity import Fidelity
     from petra.optimizer.genome import CandidateConfig
-    from petra.pipeline import Built, CandidateBuilder, Fidelity
+    from petra.pipeline import Built, CandidateBuilder
     from petra.profilers import Measurement, MeasureRequest, TimingPolicy
 
 

@@ -13,10 +13,10 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 
+from petra.fidelity import LOW_FIDELITY, Fidelity
 from petra.optimizer.genome import CandidateConfig
 from petra.optimizer.records import Trial, TrialState, nondominated_rank
 from petra.optimizer.trials import TrialBook
-from petra.pipeline import LOW_FIDELITY, Fidelity
 
 #: a cheap result counts as feasible for the ranking up to this many times max_drop. Why: one
 #: epoch on a quarter of the data under-rates exactly the aggressive candidates worth a full

@@ -14,12 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from petra.executors import Executor, Job, Outcome
+from petra.fidelity import Fidelity
 from petra.models.base import Task
 from petra.optimizer.events import Events
 from petra.optimizer.genome import CandidateConfig
 from petra.optimizer.records import Trial, TrialState, pareto_front
 from petra.optimizer.store import StudyStore
-from petra.pipeline import Fidelity
 
 
 class TrialBook:
