@@ -16,6 +16,12 @@ def digits_w8():
     return digits_task(width=8)
 
 
+def digits_w8_short():
+    """digits-w8 (the same cached teacher) with fine-tunes of at most one epoch: for the tests of
+    a run's lifecycle (kill, Ctrl-C, resume), where what a candidate is does not matter."""
+    return replace(digits_task(width=8), gene_choices={"epochs": (0, 1)})
+
+
 class KillsInTraining(nn.Module):
     """The digits CNN, except that a training step in a child process kills that process with
     SIGKILL (what an out-of-memory kill of a training worker looks like). The baseline, trained

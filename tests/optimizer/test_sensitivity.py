@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from petra.candidate import CandidateConfig, SearchSpace
+from petra.compression.depth import depth_stages
 from petra.optimizer.search import IMPROVEMENT, Stagnation
-from petra.optimizer.sensitivity import Sensitivity, open_stages, sensitivity_seeds, stage_sensitivity
+from petra.optimizer.sensitivity import (
+    Sensitivity,
+    open_depth,
+    open_stages,
+    sensitivity_seeds,
+    skips_cheap_pass,
+    stage_sensitivity,
+)
 from petra.optimizer.space import handmade_config
 
 
@@ -29,10 +37,30 @@ def test_seeds_are_non_uniform_snapped_to_the_space_and_canonical():
     assert open_stages(space.replace(prune_stage2=(None,), prune_stage3=(None,))) == 2
 
 
+def test_a_seed_removes_a_block_where_it_cost_least():
+    space = SearchSpace()
+    template = handmade_config(1)
+    sens = Sensitivity((0.0, 9.0, 2.0, 4.0), depth_drops=(None, 3.0, 0.5, None))
+    assert sens.least_sensitive_depth() == 2
+    moderate, shortened, aggressive = sensitivity_seeds(template, sens, space)
+    assert shortened.drop_blocks1 == 0
+    assert shortened.drop_blocks2 == 1 and aggressive.drop_blocks2 == 0 == moderate.drop_blocks2
+    assert shortened.prune_ratio < moderate.prune_ratio  # the block is most of its compression
+    assert skips_cheap_pass(shortened) and not skips_cheap_pass(moderate)
+    assert Sensitivity((1.0, 2.0), depth_drops=(None, None)).least_sensitive_depth() is None
+
+
 def test_stage_sensitivity_scores_each_stage_alone_on_real_data(tiny_task, tiny_teacher):
-    sens = stage_sensitivity(tiny_task, tiny_teacher, 3)
+    blocks = depth_stages(tiny_teacher, tiny_task.example_input)
+    assert blocks, "the tiny residual CNN has removable blocks"
+    depth = tuple(i < len(blocks) for i in range(4))
+    sens = stage_sensitivity(tiny_task, tiny_teacher, 3, depth=depth)
     assert len(sens.drops) == 3 and all(-100 < d <= 100 for d in sens.drops)
     assert max(sens.drops) > 0  # halving a stage with no training costs something somewhere
+    assert [d is not None for d in sens.depth_drops] == list(depth)
+    assert all(-100 < d <= 100 for d in sens.depth_drops if d is not None)
+    assert max(d for d in sens.depth_drops if d is not None) > 0  # a block did something
+    assert open_depth(SearchSpace()) == (True,) * 4
 
 
 def test_stagnation_counts_generations_without_a_better_front():

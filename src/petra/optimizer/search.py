@@ -19,8 +19,10 @@ from petra.optimizer.records import FAILED, Trial, TrialState, pick_best
 from petra.optimizer.sensitivity import (
     PROBE_RATIO,
     Sensitivity,
+    open_depth,
     open_stages,
     sensitivity_seeds,
+    skips_cheap_pass,
     stage_sensitivity,
 )
 from petra.optimizer.space import handmade_config, ptq_configs, seed_configs
@@ -102,8 +104,8 @@ class GenerationLoop:
         #: called with the front after each generation (the results file is rewritten there)
         self.on_generation = on_generation
         self.halving = halving or SuccessiveHalving()
-        #: the hand-made seeds: always built at full fidelity (the sensitivity-shaped ones go
-        #: through the cheap pass like any other candidate)
+        #: the hand-made seeds and those that remove a block: always built at full fidelity (the
+        #: other sensitivity-shaped ones go through the cheap pass like any other candidate)
         self.seed_keys: set[str] = set()
         self.completed = book.store.get_meta("generations_completed", 0)
         self.history: list[dict] = book.store.get_meta("history", [])
@@ -179,7 +181,7 @@ class GenerationLoop:
             configs = seed_configs(threads, runtime, shaped, screened=self.cfg.screen_settings,
                                    precision=precision)
             seeds += configs
-            handmade += [c for c in configs if c not in shaped]
+            handmade += [c for c in configs if c not in shaped or skips_cheap_pass(c)]
         return ([self.space.encode(c) for c in seeds],
                 {self.space.decode(self.space.encode(c)).key for c in handmade})
 
@@ -195,21 +197,31 @@ class GenerationLoop:
         return shaped + [c.replace(precision=Precision.FP32).canonical() for c in shaped]
 
     def _measure_sensitivity(self) -> Sensitivity | None:
-        n = open_stages(self.space)
+        n, depth = open_stages(self.space), open_depth(self.space)
         builder = getattr(self.book.executor, "builder", None)
         resumed = self.book.store.last_population() is not None
-        if n < 2 or resumed or getattr(builder, "teacher", None) is None:
+        if (n < 2 and not any(depth)) or resumed or getattr(builder, "teacher", None) is None:
             return None
         t0 = time.monotonic()
         try:
-            sens = stage_sensitivity(builder.task, builder.teacher, n)
+            sens = stage_sensitivity(builder.task, builder.teacher, n, depth=depth)
         except Exception as exc:  # a seed helps the search; it is never a reason to stop it
             self.events.message(f"sensitivity pass skipped ({type(exc).__name__}: {exc})")
             return None
-        self.events.message(f"sensitivity: validation drop with one depth stage pruned "
-                            f"{PROBE_RATIO:.0%} alone: " + ", ".join(f"{d:.2f}" for d in sens.drops)
-                            + f" ({time.monotonic() - t0:.1f}s)")
+        self.events.message(f"sensitivity: validation drop {self._describe(sens)} "
+                            f"({time.monotonic() - t0:.1f}s)")
         return sens
+
+    @staticmethod
+    def _describe(sens: Sensitivity) -> str:
+        parts = []
+        if sens.drops:
+            parts.append(f"with one depth stage pruned {PROBE_RATIO:.0%} alone: "
+                         + ", ".join(f"{d:.2f}" for d in sens.drops))
+        if any(d is not None for d in sens.depth_drops):
+            parts.append("with one block removed from a depth stage alone: " + ", ".join(
+                "-" if d is None else f"{d:.2f}" for d in sens.depth_drops))
+        return "; ".join(parts)
 
     def _stagnated(self, front: list[Trial]) -> bool:
         hv = front_hypervolume(front, self.book.baseline, self.cfg.max_drop)

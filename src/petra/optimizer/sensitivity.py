@@ -12,7 +12,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import torch
+
 from petra.candidate import CandidateConfig, SearchSpace
+from petra.compression.depth import DEPTH_GENES, drop_blocks
 from petra.compression.pruning import STAGE_GENES, StructuredPruning, recalibrate_bn
 from petra.compression.training import predict
 
@@ -21,12 +24,23 @@ PROBE_RATIO = 0.5
 #: the mean ratios of the seeded non-uniform configs: one moderate, one aggressive
 SEED_MEANS = (0.5, 0.7)
 SPREAD = 0.3
+#: the mean ratio of the seed that also removes a block: the block is most of its compression
+#: (cdnow d64 transformer, one of two blocks removed: at mean 0.5, 1.50 points lost after the
+#: fine-tune; the 600 s search's winner pruned the remaining block 60%, mean 0.3 here)
+DEPTH_SEED_MEAN = 0.3
 
 
 @dataclass(frozen=True)
 class Sensitivity:
     #: validation drop (points, positive = worse) with each stage pruned alone at PROBE_RATIO
     drops: tuple[float, ...]
+    #: the same with one block removed from each depth stage alone (None: the stage is closed)
+    depth_drops: tuple[float | None, ...] = ()
+
+    def least_sensitive_depth(self) -> int | None:
+        """The depth stage whose block removal cost least, or None when no stage may lose one."""
+        open_ = [(d, k) for k, d in enumerate(self.depth_drops) if d is not None]
+        return min(open_)[1] if open_ else None
 
     def ratios(self, mean: float) -> tuple[float, ...]:
         """Per-stage ratios averaging ``mean``: the least sensitive stage gets the most."""
@@ -42,18 +56,32 @@ class Sensitivity:
         return tuple(out)
 
 
-def stage_sensitivity(task, teacher, n_stages: int, ratio: float = PROBE_RATIO) -> Sensitivity:
-    """Each stage pruned alone at ``ratio`` (BatchNorms re-estimated, no training), scored on
-    the validation split against the unpruned model."""
+def stage_sensitivity(task, teacher, n_stages: int, ratio: float = PROBE_RATIO,
+                      depth: tuple[bool, ...] = ()) -> Sensitivity:
+    """Each stage pruned alone at ``ratio``, and one block removed from each depth stage
+    ``depth`` opens, alone (BatchNorms re-estimated, no training), scored on the validation split
+    against the unmodified model."""
     base = task.metric(predict(teacher, task.val.x), task.val.y)
-    drops = []
-    for k in range(n_stages):
+
+    def drop_after(change) -> float:
         model = copy.deepcopy(teacher)
-        stages = tuple(ratio if i == k else 0.0 for i in range(n_stages))
-        StructuredPruning.prune(model, task.example_input, ratio=0.0, round_to=1, stage_ratios=stages)
+        change(model)
         recalibrate_bn(model, task.train.x)
-        drops.append(task.metric.drop(base, task.metric(predict(model, task.val.x), task.val.y)))
-    return Sensitivity(tuple(drops))
+        return task.metric.drop(base, task.metric(predict(model, task.val.x), task.val.y))
+
+    def pruned(k: int):
+        stages = tuple(ratio if i == k else 0.0 for i in range(n_stages))
+        return lambda m: StructuredPruning.prune(m, task.example_input, ratio=0.0, round_to=1,
+                                                 stage_ratios=stages)
+
+    calibration = torch.from_numpy(task.train.x[:128])  # the pipeline's: it picks the same block
+
+    def shortened(k: int):
+        per_stage = tuple(1 if i == k else 0 for i in range(len(depth)))
+        return lambda m: drop_blocks(m, task.example_input, per_stage, inputs=calibration)
+
+    return Sensitivity(tuple(drop_after(pruned(k)) for k in range(n_stages)),
+                       tuple(drop_after(shortened(k)) if on else None for k, on in enumerate(depth)))
 
 
 def open_stages(space: SearchSpace) -> int:
@@ -61,15 +89,36 @@ def open_stages(space: SearchSpace) -> int:
     return sum(1 for g in STAGE_GENES if len(getattr(space, g)) > 1)
 
 
+def open_depth(space: SearchSpace) -> tuple[bool, ...]:
+    """Per depth stage, whether the space lets the search remove a block from it."""
+    return tuple(len(getattr(space, g, (0,))) > 1 for g in DEPTH_GENES)
+
+
+def skips_cheap_pass(seed: CandidateConfig) -> bool:
+    """A seed that removes a block is built at full fidelity, like the hand-made ones: a cheap
+    pass scores the shortened model long before distillation has recovered what the block added
+    (cdnow d64 transformer, one of two blocks removed: stopped by the cheap pass, while the same
+    shape won a 600 s run at 0.306x FP32's p50)."""
+    return any(getattr(seed, g, 0) for g in DEPTH_GENES)
+
+
 def sensitivity_seeds(template: CandidateConfig, sens: Sensitivity,
                       space: SearchSpace) -> list[CandidateConfig]:
     """``template`` (the hand-made recipe) with each SEED_MEANS's per-stage ratios, snapped to
-    the choices the space offers."""
-    seeds = []
-    for mean in SEED_MEANS:
-        stages = {}
-        for gene, r in zip(STAGE_GENES, sens.ratios(mean)):
-            offered = [c for c in getattr(space, gene) if c is not None]
-            stages[gene] = min(offered, key=lambda c: abs(c - r)) if offered else None
-        seeds.append(template.replace(prune_ratio=mean, **stages).canonical())
+    the choices the space offers; after the moderate one, one that removes a block from the depth
+    stage that minded it least and prunes at DEPTH_SEED_MEAN (distillation then recovers what the
+    block added)."""
+    seeds = [_shaped(template, sens, space, mean) for mean in SEED_MEANS]
+    k = sens.least_sensitive_depth()
+    if k is not None:
+        shallow = _shaped(template, sens, space, DEPTH_SEED_MEAN)
+        seeds.insert(1, shallow.replace(**{DEPTH_GENES[k]: 1}).canonical())
     return seeds
+
+
+def _shaped(template: CandidateConfig, sens: Sensitivity, space: SearchSpace, mean: float) -> CandidateConfig:
+    stages = {}
+    for gene, r in zip(STAGE_GENES, sens.ratios(mean)):
+        offered = [c for c in getattr(space, gene) if c is not None]
+        stages[gene] = min(offered, key=lambda c: abs(c - r)) if offered else None
+    return template.replace(prune_ratio=mean, **stages).canonical()
