@@ -29,7 +29,7 @@ from petra.compression.lowrank import LowRankRegularizer, factorize, truncate
 from petra.compression.pruning import StructuredPruning, is_pruned, recalibrate_bn, stage_ratios
 from petra.compression.qat import calibrate, export_qat, prepare_qat
 from petra.compression.recurrent import unroll_gru
-from petra.compression.regularizers import BNSparsity, Distillation, Regularizer, TaskLoss
+from petra.compression.regularizers import BNSparsity, Distillation, Regularizer, TaskLoss, TeacherOutputs
 from petra.compression.training import FINE_TUNE_BATCH, fine_tune_steps, fit
 from petra.errors import CandidateError, CompileError, TrainError
 from petra.exporters import Artifact, export_onnx
@@ -132,6 +132,7 @@ class CandidateBuilder:
         self.stage_dir = default_cache_dir() / "stages" if stage_cache else self.workdir / "stages"
         self._inputs_hash = _inputs_hash(task, self.teacher, seed) if self.teacher is not None else ""
         self._built_here: set[str] = set()
+        self._teacher_outputs: TeacherOutputs | None = None
         #: every timing runs in this worker process, one at a time (see profilers.isolated)
         self.measurer = measurer or IsolatedMeasurer()
         # the worker finds a runtime by registry name, or by import path if it is not registered
@@ -261,9 +262,11 @@ class CandidateBuilder:
         task_loss = TaskLoss(getattr(self.task, "loss", None))
         if cfg.regularizer is not Regularizer.KD:
             return task_loss
-        teacher = self.teacher if self.train_device == "cpu" else copy.deepcopy(self.teacher).to(
-            self.train_device)
-        return Distillation(teacher, cfg.reg_weight, task_loss=task_loss)
+        if self._teacher_outputs is None:  # one per builder: every fine-tune reuses its rows
+            teacher = self.teacher if self.train_device == "cpu" else copy.deepcopy(self.teacher).to(
+                self.train_device)
+            self._teacher_outputs = TeacherOutputs(teacher)
+        return Distillation(self._teacher_outputs, cfg.reg_weight, task_loss=task_loss)
 
     def _low_rank(self, model: nn.Module, cfg: CandidateConfig, loss, epochs: int, train: Split) -> int:
         """SVD-factorize, train half the epochs with the low-rank penalties, cut to rank;

@@ -8,6 +8,7 @@ before pruning removes them, so that less accuracy is lost at the cut.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from enum import Enum
 from typing import Protocol
@@ -52,23 +53,56 @@ class CrossEntropy(TaskLoss):
         super().__init__(None)
 
 
+class TeacherOutputs:
+    """The teacher's outputs, each training example's computed once and kept for every later
+    fine-tune in this process. Why: the teacher and the training data are the same for every
+    candidate of a run, and there is no augmentation, so its forward pass on a batch is a pure
+    function of the rows; recomputing it made each KD step cost a teacher forward beside the
+    student's forward and backward. Rows are keyed by their bytes' hash, so a cheap pass's
+    subset of the training data finds the rows a full fine-tune computed."""
+
+    #: outputs kept at most (floats): past it, new rows are computed each time, never stored
+    MAX_FLOATS = 64 * 1024 * 1024
+
+    def __init__(self, teacher: nn.Module) -> None:
+        self.teacher = teacher.eval()
+        self.memo: dict[bytes, torch.Tensor] = {}
+        self.stored = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.detach().cpu().contiguous().numpy()
+        keys = [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+        missing = [i for i, k in enumerate(keys) if k not in self.memo]
+        fresh: dict[int, torch.Tensor] = {}
+        if missing:
+            with torch.no_grad():
+                out = self.teacher(x[missing] if len(missing) < len(keys) else x).cpu()
+            for i, o in zip(missing, out):
+                fresh[i] = o
+                if self.stored + o.numel() <= self.MAX_FLOATS:
+                    self.memo[keys[i]] = o
+                    self.stored += o.numel()
+        return torch.stack([fresh[i] if i in fresh else self.memo[k]
+                            for i, k in enumerate(keys)]).to(x.device)
+
+
 class Distillation:
     """(1 - alpha) * task loss + alpha * soft loss. For class scores the soft loss is
     T^2 * KL(student_T || teacher_T); for any other output (a task with its own loss, e.g. a
-    regression) it is the mean squared distance to the teacher's outputs."""
+    regression) it is the mean squared distance to the teacher's outputs. ``teacher`` is the
+    model, or its ``TeacherOutputs`` shared between the fine-tunes of a run."""
 
-    def __init__(self, teacher: nn.Module, alpha: float, temperature: float = 4.0,
+    def __init__(self, teacher: nn.Module | TeacherOutputs, alpha: float, temperature: float = 4.0,
                  task_loss: TaskLoss | None = None) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"distillation weight must be in [0, 1], got {alpha}")
-        self.teacher = teacher.eval()
+        self.teacher = teacher if isinstance(teacher, TeacherOutputs) else TeacherOutputs(teacher)
         self.alpha = alpha
         self.t = temperature
         self.task_loss = task_loss or CrossEntropy()
 
     def __call__(self, model, x, y, logits):
-        with torch.no_grad():
-            teacher_logits = self.teacher(x)
+        teacher_logits = self.teacher(x)
         if self.task_loss.classes:
             soft = F.kl_div(F.log_softmax(logits / self.t, dim=1), F.softmax(teacher_logits / self.t, dim=1),
                             reduction="batchmean") * (self.t**2)

@@ -275,7 +275,7 @@ class Task:
             raise
         val = check_baseline(self, model)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two processes may train the same baseline
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
         summary = {"task": self.name, "metric": self.metric.name, "epochs_run": report.epochs_run,
