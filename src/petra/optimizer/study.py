@@ -76,7 +76,8 @@ class Study:
         self.store = StudyStore(self.out / "study.db")
         self.book = TrialBook(self.task, cfg.max_drop, self.out, self.store, self.events,
                               clock=lambda: self.budget.elapsed(), screened=cfg.screen_settings)
-        self.budget = Budget(cfg.time_budget, cfg.final_sessions, self.book.to_remeasure)
+        rounds = (cfg.final_sessions + cfg.final_max_sessions) / 2  # see Budget.final_reserve
+        self.budget = Budget(cfg.time_budget, rounds, self.book.to_remeasure)
         self.resumed = self._load_store()
         self.writer = ResultsWriter(cfg, self.task, self.runtimes, self.out)
         self.loop = GenerationLoop(cfg, self.space, self.book, self.budget, self.events,
