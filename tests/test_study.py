@@ -14,6 +14,7 @@ from petra.optimizer.estimators import SEARCH_SESSIONS
 from petra.optimizer.records import pareto_front
 from petra.optimizer.search import Budget
 from petra.optimizer.study import Study
+from petra.optimizer.trials import worth_remeasuring
 from petra.profilers import Measurement, Timing, interleaved_fastest
 from tests.conftest import TINY_SPACE
 
@@ -250,6 +251,16 @@ def test_final_reserve_is_what_re_measuring_the_front_and_baselines_will_take():
     assert not budget.out_of_time()
     budget.start = time.monotonic() - 8.0  # 8 + 2.1 >= 10: stop searching now
     assert budget.out_of_time()
+
+
+def test_points_on_the_front_for_their_size_alone_are_not_re_timed():
+    base = _measured(0, p50=1.0, size=100, val=99.0, measure_s=0.5)
+    fast = _measured(1, p50=0.5, size=50, val=98.8, measure_s=0.2)
+    noisy = _measured(2, p50=1.2, size=40, val=98.8, measure_s=0.6)  # may be faster in the final
+    tiny = _measured(3, p50=3.3, size=10, val=98.8, measure_s=9.0)  # can never be the pick
+    front = pareto_front([base, fast, noisy, tiny])
+    assert tiny in front and noisy in front
+    assert worth_remeasuring([base], front) == [base, fast, noisy]
 
 
 def test_a_build_expected_to_overrun_the_budget_is_not_started():

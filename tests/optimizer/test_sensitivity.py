@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from petra.candidate import CandidateConfig, SearchSpace
 from petra.compression.depth import depth_stages
-from petra.optimizer.search import IMPROVEMENT, Stagnation
+from petra.optimizer.search import IMPROVEMENT, Stagnation, build_cost
 from petra.optimizer.sensitivity import (
     Sensitivity,
     open_depth,
@@ -77,3 +77,12 @@ def test_stagnation_counts_generations_without_a_better_front():
 def test_a_config_carries_the_stage_genes_through_json():
     c = CandidateConfig(prune_ratio=0.5, prune_stage0=0.2, drop_blocks1=1)
     assert CandidateConfig.from_json(c.to_json()) == c
+
+
+def test_a_batch_builds_its_cheapest_candidates_first():
+    handmade = handmade_config(1)
+    shortened = handmade.replace(prune_ratio=0.3, prune_stage0=0.6, prune_stage1=0.0, drop_blocks1=1)
+    harder = handmade.replace(prune_ratio=0.7)
+    untrained = CandidateConfig(prune_ratio=0.5)
+    batch = [handmade, harder, shortened, untrained]
+    assert sorted(batch, key=build_cost) == [untrained, shortened, harder, handmade]

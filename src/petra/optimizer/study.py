@@ -30,7 +30,7 @@ from petra.optimizer.remeasure import refer_to_faster_baseline, remeasure
 from petra.optimizer.results import ResultsWriter
 from petra.optimizer.search import Budget, GenerationLoop
 from petra.optimizer.store import StudyStore
-from petra.optimizer.trials import TrialBook
+from petra.optimizer.trials import REMEASURE_SLOWER, TrialBook
 from petra.pipeline import CandidateBuilder
 from petra.profilers import machine
 from petra.runtimes import get_runtimes
@@ -233,11 +233,12 @@ class Study:
 
     def _final_figures(self) -> None:
         """The front and every baseline re-timed together; the reference may switch."""
-        front = self.book.front()
-        self.log(f"re-measuring the front ({len(front)}) and the baseline, interleaved")
-        bases = [self.baseline] + [b for b in self.baselines.values() if b is not self.baseline]
-        remeasure(self.book, bases + [t for t in front if all(t is not b for b in bases)],
-                  self.cfg.final_sessions, self.cfg.final_max_sessions)
+        front, todo = self.book.front(), self.book.to_remeasure()
+        kept = [t.number for t in front if all(t is not u for u in todo)]
+        self.log(f"re-measuring the front ({len(front) - len(kept)}) and the baseline, interleaved"
+                 + (f"; trials {kept} keep their search figures (slower than FP32 by more than "
+                    f"{REMEASURE_SLOWER - 1:.0%}, they cannot be the pick)" if kept else ""))
+        remeasure(self.book, todo, self.cfg.final_sessions, self.cfg.final_max_sessions)
         refer_to_faster_baseline(self.book)
 
 
