@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from petra.candidate import QUANTIZERS, REWRITES, CandidateConfig
-from petra.compression.depth import DEPTH_GENES, drop_blocks
+from petra.compression.depth import DEPTH_GENES, drop_blocks, ranking_inputs
 from petra.compression.lowrank import LowRankRegularizer, factorize, truncate
 from petra.compression.pruning import StructuredPruning, is_pruned, recalibrate_bn, stage_ratios
 from petra.compression.qat import calibrate, export_qat, prepare_qat
@@ -246,7 +246,7 @@ class CandidateBuilder:
     def _shorten(self, model: nn.Module, cfg: CandidateConfig) -> None:
         per_stage = tuple(getattr(cfg, g) for g in DEPTH_GENES)
         if any(per_stage):
-            drop_blocks(model, self.task.example_input, per_stage, inputs=self._calibration()[0])
+            drop_blocks(model, self.task.example_input, per_stage, inputs=ranking_inputs(self.task.train.x))
             recalibrate_bn(model, self.task.train.x)  # what reaches the later layers changed
 
     def _prune(self, model: nn.Module, cfg: CandidateConfig) -> None:

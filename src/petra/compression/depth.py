@@ -15,6 +15,7 @@ from its ``torch.fx`` graph).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -104,6 +105,12 @@ def _change(block: nn.Module, x: torch.Tensor) -> float:
     with torch.no_grad():
         out = block(x)
     return float((out - x).norm() / x.norm().clamp_min(1e-12))
+
+
+def ranking_inputs(train_x: np.ndarray) -> torch.Tensor:
+    """The training rows on which blocks are ranked for removal: the build and the sensitivity
+    pass must rank on the same ones, or the pass scores another block than the one removed."""
+    return torch.from_numpy(train_x[:128])
 
 
 def drop_blocks(model: nn.Module, example: torch.Tensor, per_stage: tuple[int, ...],

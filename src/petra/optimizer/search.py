@@ -104,8 +104,7 @@ def build_cost(cfg: CandidateConfig) -> tuple:
     hand-made fine-tune went first and the block-removing seed (16 s, the run's best when built)
     did not fit after it."""
     ratios = stage_ratios(cfg)
-    return (cfg.epochs, -sum(getattr(cfg, g) for g in DEPTH_GENES),
-            -(sum(ratios) / len(ratios) if ratios else cfg.prune_ratio))
+    return cfg.epochs, -sum(getattr(cfg, g) for g in DEPTH_GENES), -sum(ratios) / len(ratios)
 
 
 class GenerationLoop:

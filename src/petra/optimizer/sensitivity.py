@@ -12,10 +12,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
-
 from petra.candidate import CandidateConfig, SearchSpace
-from petra.compression.depth import DEPTH_GENES, drop_blocks
+from petra.compression.depth import DEPTH_GENES, drop_blocks, ranking_inputs
 from petra.compression.pruning import STAGE_GENES, StructuredPruning, recalibrate_bn
 from petra.compression.training import predict
 
@@ -74,7 +72,7 @@ def stage_sensitivity(task, teacher, n_stages: int, ratio: float = PROBE_RATIO,
         return lambda m: StructuredPruning.prune(m, task.example_input, ratio=0.0, round_to=1,
                                                  stage_ratios=stages)
 
-    calibration = torch.from_numpy(task.train.x[:128])  # the pipeline's: it picks the same block
+    calibration = ranking_inputs(task.train.x)
 
     def shortened(k: int):
         per_stage = tuple(1 if i == k else 0 for i in range(len(depth)))
