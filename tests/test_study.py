@@ -54,17 +54,20 @@ def test_no_config_evaluated_twice(tiny_run):
 
 
 def test_seeds_are_in_the_first_generation(tiny_run):
-    """PTQ alone at each INT8 precision, then the hand-made recipe at the precision measured
-    fastest of those and FP32."""
+    """PTQ alone at each INT8 precision, per-channel and per-tensor, then the hand-made recipe
+    at the quantization measured fastest of those (within the drop) and FP32."""
     _, results, _ = tiny_run
     base = next(t for t in results["all_trials"] if t["generation"] == -1)
     gen0 = [t for t in results["all_trials"] if t["generation"] == 0]
     alone = [t for t in gen0 if t["config"]["prune_ratio"] == 0.0 and t["config"]["epochs"] == 0]
-    assert {"int8_static", "int8_dynamic"} <= {t["config"]["precision"] for t in alone}
-    ptq = {t["config"]["precision"]: t["latency_ms"]["p50"] for t in alone if t["state"] == "COMPLETE"}
-    p50 = {"fp32": base["latency_ms"]["p50"]} | ptq
-    fastest = min(p50, key=p50.get)
-    assert any(t["config"]["precision"] == fastest and t["config"]["prune_ratio"] == 0.5 for t in gen0)
+    assert {(p, pc) for p in ("int8_static", "int8_dynamic") for pc in (True, False)} <= {
+        (t["config"]["precision"], t["config"]["per_channel"]) for t in alone}
+    ptq = {(t["config"]["precision"], t["config"]["per_channel"]): t["latency_ms"]["p50"]
+           for t in alone if t["state"] == "COMPLETE"}
+    p50 = {("fp32", True): base["latency_ms"]["p50"]} | ptq
+    precision, per_channel = min(p50, key=p50.get)
+    assert any(t["config"]["precision"] == precision and t["config"]["prune_ratio"] == 0.5
+               and (precision == "fp32" or t["config"]["per_channel"] == per_channel) for t in gen0)
 
 
 def test_best_is_feasible_fast_and_loads_in_plain_onnxruntime(tiny_run, tiny_task):

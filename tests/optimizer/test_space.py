@@ -100,3 +100,30 @@ def test_the_one_thread_twin_seeds_only_a_search_that_does_not_screen_threads():
     screened = seed_configs(2)
     assert [c.threads for c in unscreened[-2:]] == [2, 1] and len(unscreened) == len(screened) + 1
     assert len({c.key for c in screened}) == len(screened)
+
+
+def test_ptq_alone_comes_with_both_weight_scales_on_onnx_runtime_and_once_on_openvino():
+    """ONNX Runtime's own defaults (per-tensor) are among the single techniques petra measures,
+    so its front holds at least what INT8 alone gives; OpenVINO has no such gene."""
+    from petra.exporters import Precision
+    from petra.optimizer.genome import OPENVINO, ORT
+    from petra.optimizer.space import ptq_configs
+
+    both = (Precision.INT8_STATIC, Precision.INT8_DYNAMIC)
+    ort_configs = ptq_configs(2, ORT, (Precision.FP32, *both))
+    assert {(c.precision, c.per_channel) for c in ort_configs} == {
+        (p, pc) for p in both for pc in (True, False)}
+    assert len({c.key for c in ort_configs}) == 4
+    ov = ptq_configs(2, OPENVINO, (Precision.INT8_STATIC,))
+    assert len(ov) == 1 and ov[0].precision is Precision.INT8_STATIC
+
+
+def test_the_hand_made_seed_takes_the_weight_scale_that_ptq_kept():
+    from petra.exporters import Precision
+    from petra.optimizer.space import seed_configs
+
+    seeds = seed_configs(2, precision=Precision.INT8_STATIC, per_channel=False)
+    int8 = [c for c in seeds if c.precision is Precision.INT8_STATIC]
+    assert int8 and all(c.per_channel is False for c in int8)
+    assert any(c.prune_ratio == 0.5 and c.epochs == 4 for c in int8)
+    assert len({c.key for c in seeds}) == len(seeds)

@@ -172,35 +172,36 @@ class GenerationLoop:
         finally:
             finished.close()
 
-    def _fastest_ptq(self, base: Trial, runtime: str) -> Precision:
-        """The hand-made seeds' precision: the fastest of FP32 and each post-training INT8 the
-        space offers, measured on this model (each PTQ config is a seed anyway; the book keeps
-        it). Why: ORT's static INT8 suits convolutions and its dynamic INT8 MatMul and LSTM
-        kernels; on a d64 transformer static INT8 was 1.05x FP32's p50 and dynamic 0.95x, and
-        on a small depthwise CNN both were slower than FP32."""
-        best, fastest = Precision.FP32, base.measurement.p50_ms
+    def _fastest_ptq(self, base: Trial, runtime: str) -> CandidateConfig:
+        """The hand-made seeds' quantization: the fastest feasible of FP32 and each
+        post-training INT8 config the space offers (precision, per-channel or per-tensor),
+        measured on this model (each PTQ config is a seed anyway; the book keeps it). Why: ORT's
+        static INT8 suits convolutions and its dynamic INT8 MatMul and LSTM kernels; on a d64
+        transformer static INT8 was 1.05x FP32's p50 and dynamic 0.95x, on a small depthwise CNN
+        both were slower than FP32, and on ucr-OSULeaf only per-tensor kept the accuracy."""
+        best, fastest = base.config, base.measurement.p50_ms
         for c in ptq_configs(base.config.threads, runtime, tuple(self.space.precision)):
             if self.budget.out_of_time():
                 break
             t = self.book.run_trial(self.space.decode(self.space.encode(c)), 0)
             if t.ok and t.measurement.p50_ms < fastest:
-                best, fastest = t.config.precision, t.measurement.p50_ms
+                best, fastest = t.config, t.measurement.p50_ms
         return best
 
     def _seeds(self) -> tuple[list[tuple[int, ...]], set[str]]:
         """The first population's seeds, and the keys of the hand-made ones among them."""
         seeds, handmade = [], []
         for runtime, base in self.book.baselines.items():
-            threads, precision = base.config.threads, self._fastest_ptq(base, runtime)
-            shaped = self._sensitivity_seeds(threads, runtime, precision)
+            threads, ptq = base.config.threads, self._fastest_ptq(base, runtime)
+            shaped = self._sensitivity_seeds(threads, runtime, ptq)
             configs = seed_configs(threads, runtime, shaped, screened=self.cfg.screen_settings,
-                                   precision=precision)
+                                   precision=ptq.precision, per_channel=ptq.per_channel)
             seeds += configs
             handmade += [c for c in configs if c not in shaped or skips_cheap_pass(c)]
         return ([self.space.encode(c) for c in seeds],
                 {self.space.decode(self.space.encode(c)).key for c in handmade})
 
-    def _sensitivity_seeds(self, threads: int, runtime: str, precision: Precision) -> list[CandidateConfig]:
+    def _sensitivity_seeds(self, threads: int, runtime: str, ptq: CandidateConfig) -> list[CandidateConfig]:
         """Non-uniform seeds from one pruning pass per stage (once per run, on the first call);
         each followed by its FP32 twin, which shares its torch stage and costs one measurement.
         Why beside it: the precision is the one PTQ measured fastest, once, and on the d64
@@ -211,7 +212,7 @@ class GenerationLoop:
             self._sensitivity = self._measure_sensitivity()
         if self._sensitivity is None:
             return []
-        handmade = handmade_config(threads, runtime, precision)
+        handmade = handmade_config(threads, runtime, ptq.precision, ptq.per_channel)
         shaped = sensitivity_seeds(handmade, self._sensitivity, self.space)
         twins = [c.replace(precision=Precision.FP32).canonical() for c in shaped]
         return [c for pair in zip(shaped, twins) for c in dict.fromkeys(pair)]
