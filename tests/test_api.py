@@ -72,7 +72,8 @@ def test_optimize_a_trained_model_from_python(trained, tiny_task, tmp_path):
     logs: list[str] = []
     results = petra.optimize(trained, train=loaders[0], val=loaders[1], test=loaders[2], name="mine",
                              time_budget=20, generations=1, population=4, max_threads=1,
-                             final_sessions=1, final_max_sessions=1, output=tmp_path, log=logs.append)
+                             final_sessions=1, final_max_sessions=1, search_sessions=1, output=tmp_path,
+                             log=logs.append)
     assert results["task"] == "mine" and results["status"] == "complete"
     assert not any("training" in line and "convergence" in line for line in logs)  # never retrained
     with torch.no_grad():

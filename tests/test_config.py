@@ -33,6 +33,7 @@ def test_starter_config_loads_and_flags_win(tmp_path):
         ("- a\n- b\n", "must hold a mapping"),
         ("task: [unclosed\n", "is not valid YAML at line"),
         ("final_sessions: 0\n", "final_sessions must be in [1, 50], got 0"),
+        ("search_sessions: 0\n", "search_sessions must be in [1, 10], got 0"),
         ("final_sessions: 6\nfinal_max_sessions: 3\n",
          "final_max_sessions must be >= final_sessions (6), got 3"),
     ],

@@ -26,7 +26,7 @@ def test_user_task_example_searches(tmp_path):
     task.baseline(log=lambda s: None)
     space = SearchSpace(prune_ratio=(0.0, 0.5), round_to=(8,), epochs=(0, 2), lr=(1e-3,),
                         precision=(Precision.FP32, Precision.INT8_DYNAMIC), threads=(1,))
-    cfg = load_config(final_sessions=2, final_max_sessions=2,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                       generations=1, population=4, time_budget=18, output=tmp_path, max_threads=1,
                       max_drop=5.0)
     results = Study(cfg, task=task, space=space, log=lambda s: None).run()

@@ -52,7 +52,7 @@ def test_candidates_that_break_are_recorded_and_the_search_finishes(tiny_task, t
                 val=tiny_task.val, test=tiny_task.test)
     space = SearchSpace(prune_ratio=(0.0, 0.5), round_to=(1,), epochs=(0, 1), lr=(3e-3,),
                         precision=(Precision.FP32, Precision.INT8_STATIC), threads=(1,))
-    cfg = load_config(final_sessions=2, final_max_sessions=2,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                       generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1,
                       multi_fidelity=False)
     results = Study(cfg, task=task, space=space, log=lambda s: None).run()
@@ -68,7 +68,7 @@ def test_a_runtime_that_aborts_the_process_fails_only_its_trials(tiny_task, tmp_
     # settings as genes, so that BASIC is a trial's own setting (a screen's crash is in profilers)
     space = SearchSpace(prune_ratio=(0.0,), epochs=(0,), precision=(Precision.FP32, Precision.INT8_STATIC),
                         graph_opt=(GraphOpt.BASIC,), threads=(1,))
-    cfg = load_config(final_sessions=2, final_max_sessions=2, screen_settings=False,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1, screen_settings=False,
                       generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
     study = Study(cfg, task=tiny_task, space=space, log=lambda s: None)
     study.runtime = AbortingRuntime()

@@ -22,7 +22,7 @@ TINY_OV_SPACE = SearchSpace(
 
 
 def _run(tiny_task, out, runtime):
-    cfg = load_config(final_sessions=2, final_max_sessions=2,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                       runtime=runtime, generations=1, population=4, time_budget=60, output=out,
                       max_threads=1)
     return Study(cfg, task=tiny_task, space=TINY_OV_SPACE, log=lambda s: None).run()

@@ -79,7 +79,8 @@ SPACE = SearchSpace(
 
 @pytest.fixture(scope="module")
 def regression_run(tecator_task, tmp_path_factory):
-    cfg = load_config(final_sessions=2, final_max_sessions=2, generations=2, population=6, time_budget=90,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1, generations=2, population=6,
+                      time_budget=90,
                       max_drop=MAX_DROP, output=tmp_path_factory.mktemp("tecator"), max_threads=1)
     return run_study(cfg, task=tecator_task, space=SPACE)
 

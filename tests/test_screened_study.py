@@ -17,7 +17,7 @@ SPACE = SearchSpace(prune_ratio=(0.0,), epochs=(0,), precision=(Precision.FP32, 
 
 @pytest.fixture
 def study(request, tiny_task, tmp_path):
-    cfg = load_config(final_sessions=1, final_max_sessions=1, population=2, time_budget=60,
+    cfg = load_config(final_sessions=1, final_max_sessions=1, search_sessions=1, population=2, time_budget=60,
                       output=tmp_path, max_threads=2, **getattr(request, "param", {}))
     s = Study(cfg, task=tiny_task, space=SPACE, log=lambda line: None)
     s.prepare()

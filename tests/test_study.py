@@ -93,7 +93,7 @@ def test_pareto_entries_are_mutually_non_dominated(tiny_run):
 
 
 def test_time_budget_stops_cleanly(tiny_task, tmp_path):
-    cfg = load_config(final_sessions=2, final_max_sessions=2,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                       generations=50, population=4, time_budget=1, output=tmp_path, max_threads=1)
     results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).run()
     assert results["status"] == "complete" and results["generations_completed"] < 50
@@ -111,7 +111,7 @@ class Unexportable(torch.nn.Module):
 
 def test_unexportable_baseline_is_a_clear_error(tiny_task, tmp_path):
     task = Task("broken", Unexportable, tiny_task.train, tiny_task.val, tiny_task.test)
-    cfg = load_config(final_sessions=2, final_max_sessions=2,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                       generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
     with pytest.raises(ConfigError, match="does not export to ONNX"):  # the probe, before training
         Study(cfg, task=task, space=TINY_SPACE, log=lambda s: None).run()
@@ -122,7 +122,7 @@ def _four_trainable_candidates(tiny_task, tmp_path):
     with and without KD): one generation's worth for successive halving."""
     from petra.optimizer.genome import CandidateConfig, Regularizer
 
-    cfg = load_config(final_sessions=2, final_max_sessions=2,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                       generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
     study = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None)
     study.prepare()
@@ -172,7 +172,7 @@ def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
 def test_resume_into_another_search_space_is_a_one_line_error(tiny_task, tmp_path):
     """Stored genomes are indices into the space the run started with (a newer petra or an
     edited task may have narrowed a gene): resuming into another space says so up front."""
-    cfg = load_config(final_sessions=2, final_max_sessions=2,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                       generations=1, population=2, time_budget=30, output=tmp_path, max_threads=1)
     Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).store.close()
     Study(cfg, task=tiny_task, space=TINY_SPACE, resume=True, log=lambda s: None).store.close()  # same: fine

@@ -13,7 +13,7 @@ mlflow = pytest.importorskip("mlflow")
 
 def test_study_logs_to_a_local_file_store(tiny_task, tmp_path):
     uri = f"file:{tmp_path / 'mlruns'}"
-    cfg = load_config(final_sessions=2, final_max_sessions=2,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                       generations=1, population=2, time_budget=60, output=tmp_path / "run",
                       max_threads=1, mlflow_uri=uri)
     sink = with_mlflow(LogEvents(lambda s: None), cfg.mlflow_uri)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def _search(task, tmp_path, budget: float):
     task.baseline(log=lambda s: None)  # trained (and cached) outside the search's budget
-    cfg = load_config(final_sessions=1, final_max_sessions=1, generations=1, population=4,
+    cfg = load_config(final_sessions=1, final_max_sessions=1, search_sessions=1, generations=1, population=4,
                       time_budget=budget, output=tmp_path, max_threads=1, max_drop=100.0)
     logs: list[str] = []
     study = Study(cfg, task=task, space=SearchSpace(threads=(1,), epochs=(0, 1)), log=logs.append)

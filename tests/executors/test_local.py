@@ -120,7 +120,7 @@ def test_lost_training_process_fails_only_its_trials(tmp_path):
 @pytest.mark.slow
 def test_study_with_parallel_training(tiny_task, tiny_run, tmp_path):
     """A whole tiny search with two training processes has the shape of a sequential one."""
-    cfg = load_config(final_sessions=2, final_max_sessions=2,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                       generations=1, population=4, time_budget=120, output=tmp_path, max_threads=1,
                       workers=2)
     results = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None).run()

@@ -34,7 +34,7 @@ def cluster(tiny_teacher):  # the teacher is trained (and cached) before any Ray
 
 def config(out, cluster, **kw):
     c, _ = cluster
-    return load_config(final_sessions=2, final_max_sessions=2,
+    return load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                        generations=2, population=4, time_budget=150, output=out, max_threads=1,
                        executor="ray", ray_address=c.address, ray_target="test-box", **kw)
 

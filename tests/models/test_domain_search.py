@@ -24,7 +24,7 @@ SPACE = SearchSpace(prune_ratio=(0.0, 0.5), round_to=(4,), epochs=(0, 1), lr=(3e
 
 def run(task, tmp_path, space=SPACE, max_drop=100.0):
     task.baseline(log=lambda s: None)  # trained (and cached) outside the search's time budget
-    cfg = load_config(final_sessions=2, final_max_sessions=2,
+    cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
                       generations=1, population=4, time_budget=15, output=tmp_path, max_threads=1,
                       max_drop=max_drop)
     study = Study(cfg, task=task, space=space, log=lambda s: None)
@@ -38,6 +38,11 @@ def test_fashion_mnist_tiny_search(tmp_path):
     task = fashion_mnist_task(width=4, train_size=600, val_size=200, test_size=200, max_epochs=6)
     _, results = run(task, tmp_path)
     assert results["baseline"]["metric"]["val"] > 30  # chance is 10: real images, a real CNN
+    # search_sessions=1: a search-time figure is one session's (no list of sessions behind it;
+    # with the default 2 it lists both), and results.json says so
+    assert results["estimator"]["search"]["sessions"] == 1
+    searched = [t for t in results["all_trials"] if t.get("latency_ms") and t["rounds"] == 1]
+    assert searched and all(len(t["session_p50_ms"]) < 2 for t in searched)
 
 
 def test_ucr_tiny_search_reports_drop_bounds(tmp_path):

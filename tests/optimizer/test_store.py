@@ -77,7 +77,7 @@ def test_a_store_with_pruned_trials_reads_and_takes_stopped_ones(tmp_path):
 
 def _start(out, *extra):
     quick_end = out.parent / "quick-end.yaml"  # 2 final rounds: the end is not under test here
-    quick_end.write_text("final_sessions: 2\nfinal_max_sessions: 2\n")
+    quick_end.write_text("final_sessions: 2\nfinal_max_sessions: 2\nsearch_sessions: 1\n")
     cmd = [sys.executable, "-m", "petra.cli", "optimize", "--task", "tests.tiny_tasks:digits_w8_short",
            "--config", str(quick_end), "--output", str(out), "--max-threads", "1", "--progress", "quiet",
            *extra]

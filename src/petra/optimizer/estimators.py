@@ -19,17 +19,17 @@ from petra.profilers import TimingPolicy
 #: dividing by an interleaved reference's figure did not help (2026-12-02, AMD EPYC VM,
 #: benchmarks/results/measurement_stability_search.json; 0.46 s per session)
 SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
-SEARCH_SESSIONS = 2
+SEARCH_SESSIONS = 2  # RunConfig.search_sessions' default
 #: a final figure: each round a fresh session, rounds interleaved across the front and the
 #: baselines, the fastest round's p50 (``Measurement.fastest_of``), more rounds until reproduced
 FINAL_POLICY = TimingPolicy(rel_ci=0.01, min_runs=50, max_time_s=1.0)
 
 
-def describe(final_sessions: int, final_max_sessions: int) -> dict:
+def describe(final_sessions: int, final_max_sessions: int, search_sessions: int = SEARCH_SESSIONS) -> dict:
     """The ``estimator`` entry of results.json."""
     return {
-        "search": {"statistic": f"fastest p50 of {SEARCH_SESSIONS} fresh sessions",
-                   "sessions": SEARCH_SESSIONS, "paired_reference": False, "policy": asdict(SEARCH_POLICY)},
+        "search": {"statistic": f"fastest p50 of {search_sessions} fresh sessions",
+                   "sessions": search_sessions, "paired_reference": False, "policy": asdict(SEARCH_POLICY)},
         "final": {"statistic": "fastest session's p50; sessions interleaved across the front and "
                                "the baselines, more until the fastest is reproduced within 2%",
                   "sessions": final_sessions, "max_sessions": final_max_sessions,

@@ -36,7 +36,8 @@ class ResultsWriter:
             # config and runtime_settings name that setting); false: the settings were genes
             "screened_settings": self.cfg.screen_settings,
             # how each latency figure was made (statistic, sessions, timing policy)
-            "estimator": estimators.describe(self.cfg.final_sessions, self.cfg.final_max_sessions),
+            "estimator": estimators.describe(self.cfg.final_sessions, self.cfg.final_max_sessions,
+                                              self.cfg.search_sessions),
             "device": self.cfg.device,
             "executor": run["executor"],
             "elapsed_s": run["elapsed_s"],

@@ -22,7 +22,7 @@ from petra.errors import ConfigError
 from petra.executors import Executor, make_executor
 from petra.models.base import Task, get_task
 from petra.optimizer.baseline import measure_baselines, probe_space
-from petra.optimizer.estimators import FINAL_POLICY, SEARCH_POLICY, SEARCH_SESSIONS
+from petra.optimizer.estimators import FINAL_POLICY, SEARCH_POLICY
 from petra.optimizer.events import Events, LogEvents
 from petra.optimizer.genome import CandidateConfig, SearchSpace
 from petra.optimizer.records import Trial, pick_best
@@ -162,7 +162,7 @@ class Study:
                                         stage_cache=self.cfg.stage_cache, runtimes=self.runtimes,
                                         max_drop=self.cfg.max_drop, train_device=self.cfg.train_device)
         self.builder.screen_threads = self.threads if self.cfg.screen_settings else None
-        self.builder.search_sessions = SEARCH_SESSIONS
+        self.builder.search_sessions = self.cfg.search_sessions
         self.executor = self.executor or make_executor(self.cfg)
         self.executor.log = self.log
         self.executor.start(self.builder)
