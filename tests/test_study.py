@@ -230,6 +230,25 @@ def test_final_schedule_rounds_then_more_only_for_figures_not_reproduced():
     assert c is None and failures == [(2, "boom"), (2, "boom")]
 
 
+def test_final_schedule_stops_adding_rounds_once_the_budget_is_spent():
+    """The rounds asked for always run; the further ones for unreproduced figures only while
+    ``more()`` (the run's budget) says there is time."""
+    order: list[str] = []
+    p50s = {"A": iter([2.0, 1.5, 1.2, 1.1]), "B": iter([1.0, 1.3, 1.2, 1.1])}
+
+    def job(name):
+        def run():
+            order.append(name)
+            return _session(next(p50s[name]))
+        return run
+
+    left = iter([True, False])
+    a, b = interleaved_fastest([job("A"), job("B")], lambda i, e: None, rounds=2, max_rounds=4,
+                               more=lambda: next(left))
+    assert order == ["A", "B", "A", "B", "A", "B"]  # round 3 had time, round 4 did not
+    assert a.rounds == 3 and b.rounds == 3 and a.p50_ms == 1.2 and b.p50_ms == 1.0
+
+
 def _measured(n: int, p50: float, size: int, val: float, measure_s: float):
     from petra.optimizer.genome import CandidateConfig
     from petra.optimizer.records import Trial, TrialState

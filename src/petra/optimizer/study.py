@@ -238,7 +238,8 @@ class Study:
         self.log(f"re-measuring the front ({len(front) - len(kept)}) and the baseline, interleaved"
                  + (f"; trials {kept} keep their search figures (slower than FP32 by more than "
                     f"{REMEASURE_SLOWER - 1:.0%}, they cannot be the pick)" if kept else ""))
-        remeasure(self.book, todo, self.cfg.final_sessions, self.cfg.final_max_sessions)
+        remeasure(self.book, todo, self.cfg.final_sessions, self.cfg.final_max_sessions,
+                  more=lambda: self.budget.elapsed() < self.cfg.time_budget)
         refer_to_faster_baseline(self.book)
 
 

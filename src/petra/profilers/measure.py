@@ -239,15 +239,18 @@ def screen(open_session: Callable[[dict], Session], options: Sequence[dict], x: 
 
 def interleaved_fastest(
     jobs: Sequence[Callable[[], Measurement]], failed: Callable[[int, CandidateError], None],
-    rounds: int, max_rounds: int,
+    rounds: int, max_rounds: int, more: Callable[[], bool] = lambda: True,
 ) -> list[Measurement | None]:
     """The final re-measurement's schedule: ``rounds`` interleaved rounds (A B A B ...) so
     that drift of the machine hits every figure alike, then further rounds, up to
-    ``max_rounds``, for the figures whose fastest session is not yet reproduced
-    (``sessions_agree``), interleaved among themselves. Returns each job's fastest session
-    (``Measurement.fastest_of``), or None where every attempt failed (``failed`` was told why)."""
+    ``max_rounds`` and while ``more()`` (a run's time budget), for the figures whose fastest
+    session is not yet reproduced (``sessions_agree``), interleaved among themselves. Returns
+    each job's fastest session (``Measurement.fastest_of``), or None where every attempt failed
+    (``failed`` was told why)."""
     done: list[list[Measurement]] = [[] for _ in jobs]
     for r in range(max(rounds, max_rounds)):
+        if r >= rounds and not more():
+            break
         for i, job in enumerate(jobs):
             settled = not done[i] or sessions_agree([m.p50_ms for m in done[i]])
             if r >= rounds and settled:  # reproduced, or never measured at all
