@@ -55,10 +55,13 @@ def test_no_config_evaluated_twice(tiny_run):
 
 def test_seeds_are_in_the_first_generation(tiny_run):
     """PTQ alone at each INT8 precision, per-channel and per-tensor, then the hand-made recipe
-    at the quantization measured fastest of those (within the drop) and FP32."""
-    _, results, _ = tiny_run
-    base = next(t for t in results["all_trials"] if t["generation"] == -1)
-    gen0 = [t for t in results["all_trials"] if t["generation"] == 0]
+    at the quantization measured fastest of those (within the drop) and FP32. The search
+    decides on search-time figures, which trials.jsonl keeps (results.json's are re-measured
+    for the front and the baseline: a baseline at 0.020 ms in the search measured 0.029 there)."""
+    out, _, _ = tiny_run
+    trials = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    base = next(t for t in trials if t["generation"] == -1)
+    gen0 = [t for t in trials if t["generation"] == 0]
     alone = [t for t in gen0 if t["config"]["prune_ratio"] == 0.0 and t["config"]["epochs"] == 0]
     assert {(p, pc) for p in ("int8_static", "int8_dynamic") for pc in (True, False)} <= {
         (t["config"]["precision"], t["config"]["per_channel"]) for t in alone}
@@ -123,7 +126,7 @@ def _four_trainable_candidates(tiny_task, tmp_path):
     from petra.optimizer.genome import CandidateConfig, Regularizer
 
     cfg = load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
-                      generations=1, population=4, time_budget=300, output=tmp_path, max_threads=1)
+                      generations=1, population=4, time_budget=1200, output=tmp_path, max_threads=1)
     study = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None)
     study.prepare()
     study.measure_baseline()

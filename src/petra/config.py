@@ -65,9 +65,9 @@ class RunConfig(BaseModel):
     #: ``final_max_sessions``, while that fastest one is not reproduced within 2% by another
     final_sessions: int = Field(5, ge=1, le=50)
     final_max_sessions: int = Field(10, ge=1, le=100)
-    #: a search-time figure is the fastest p50 of this many fresh sessions (the default,
-    #: ``optimizer.estimators.SEARCH_SESSIONS``, is what kept rankings at Kendall tau >= 0.9 on a
-    #: noisy 2-vCPU VM; 1 halves the search's timing on a quiet machine, 3 steadies a drifting one)
+    #: a search-time figure is the fastest p50 of this many fresh sessions (the default is what
+    #: kept rankings at Kendall tau >= 0.9 on a noisy 2-vCPU VM, see ``optimizer.estimators``; 1
+    #: halves the search's timing on a quiet machine, 3 steadies a drifting one)
     search_sessions: int = Field(2, ge=1, le=10)
 
     @model_validator(mode="after")

@@ -99,11 +99,12 @@ def test_training_is_paused_while_measuring(tiny_task, tiny_teacher, tmp_path):
         par_builder.close()
 
 
-def test_lost_training_process_fails_only_its_trials(tmp_path):
+def test_lost_training_process_fails_only_its_trials(tiny_teacher, tmp_path):
     """A training process killed (SIGKILL) on every attempt: those trials end FAIL with the
     reason after the retries; candidates without training still complete."""
     task = digits_killed_in_training()
-    teacher = task.baseline(log=lambda s: None)
+    teacher = task.build_model()
+    teacher.load_state_dict(tiny_teacher.state_dict())
     b = builder(task, teacher, tmp_path)
     par = ParallelExecutor(2)
     par.start(b)

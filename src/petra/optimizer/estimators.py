@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from petra.config import RunConfig
 from petra.profilers import TimingPolicy
 
 #: a search-time figure: the fastest p50 of SEARCH_SESSIONS fresh sessions (after the settings
@@ -19,13 +20,13 @@ from petra.profilers import TimingPolicy
 #: dividing by an interleaved reference's figure did not help (2026-12-02, AMD EPYC VM,
 #: benchmarks/results/measurement_stability_search.json; 0.46 s per session)
 SEARCH_POLICY = TimingPolicy(rel_ci=0.03, min_runs=30, max_time_s=1.0)
-SEARCH_SESSIONS = 2  # RunConfig.search_sessions' default
+SEARCH_SESSIONS: int = RunConfig.model_fields["search_sessions"].default
 #: a final figure: each round a fresh session, rounds interleaved across the front and the
 #: baselines, the fastest round's p50 (``Measurement.fastest_of``), more rounds until reproduced
 FINAL_POLICY = TimingPolicy(rel_ci=0.01, min_runs=50, max_time_s=1.0)
 
 
-def describe(final_sessions: int, final_max_sessions: int, search_sessions: int = SEARCH_SESSIONS) -> dict:
+def describe(final_sessions: int, final_max_sessions: int, search_sessions: int) -> dict:
     """The ``estimator`` entry of results.json."""
     return {
         "search": {"statistic": f"fastest p50 of {search_sessions} fresh sessions",
