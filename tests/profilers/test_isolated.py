@@ -1,6 +1,7 @@
 """Isolated measurement: a worker process per measurement stream, crash-proof, load-aware."""
 
 import faulthandler
+import os
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ import pytest
 
 from petra.errors import CompileError, MeasureError
 from petra.profilers import IsolatedMeasurer, MeasureRequest, TimingPolicy
-from petra.profilers.isolated import runtime_ref
+from petra.profilers.isolated import measure_artifact, runtime_ref
 from petra.runtimes.onnxruntime import OnnxRuntime
 
 QUICK = TimingPolicy(rel_ci=0.05, min_runs=20, max_time_s=0.3, warmup_max_s=0.1)
@@ -24,6 +25,17 @@ class SegfaultingRuntime(OnnxRuntime):
     def compile(self, model_path, **settings):
         faulthandler.disable()  # keep the crash report out of the test output
         faulthandler._sigsegv()
+
+
+class RecordingRuntime(OnnxRuntime):
+    """ONNX Runtime that keeps the settings of every session it compiles (in this process)."""
+
+    name = "recording"
+    compiled: list[dict] = []
+
+    def compile(self, model_path, **settings):
+        type(self).compiled.append(settings)
+        return super().compile(model_path, **settings)
 
 
 class DriftingRuntime(OnnxRuntime):
@@ -163,3 +175,19 @@ def test_a_setting_that_crashes_the_screen_costs_the_setting_not_the_artifact(me
                                         policy=QUICK, batches=(1,), screen=SCREEN))
     assert m.p50_ms > 0 and m.screened == [] and "SIGABRT" in m.extra["screen_failed"]
     assert m.settings["graph_opt"] == "all"
+
+
+def test_metric_inference_runs_apart_on_every_core_and_keeps_the_outputs(tiny_onnx, tiny_task, tmp_path):
+    """The metric's inputs go through a session of their own on all the worker's cores; the
+    timed session keeps the measured setting, and the outputs are those of a plain session."""
+    np.save(tmp_path / "val.npy", tiny_task.val.x)
+    req = MeasureRequest(tiny_onnx.path, runtime_ref(RecordingRuntime), {"threads": 1},
+                         sample=tiny_task.val.x[:16], batches=(1, 8), policy=QUICK,
+                         eval_inputs=(tmp_path / "val.npy",))
+    m = measure_artifact(req)
+    cores = len(os.sched_getaffinity(0))
+    assert RecordingRuntime.compiled[-2:] == [{"threads": cores}, {"threads": 1}]
+    assert m.settings["threads"] == 1 and m.extra["eval_s"] > 0
+    (outputs,) = m.extra["outputs"]
+    plain = OnnxRuntime().compile(tiny_onnx.path, threads=1).run_batched(tiny_task.val.x)
+    np.testing.assert_allclose(outputs, plain, rtol=1e-5, atol=1e-6)
