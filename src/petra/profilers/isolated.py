@@ -127,10 +127,10 @@ def _screened(runtime: Runtime, req: MeasureRequest, sample: np.ndarray) -> tupl
 def _eval_outputs(runtime: Runtime, req: MeasureRequest, settings: dict) -> tuple[list, float]:
     """The runtime's outputs on ``req.eval_inputs`` and the seconds they took, from a session of
     their own at ``settings`` but on every core this worker may use. Why apart from the timed
-    sessions: nothing times this inference, and a trial measured fastest on 1 of 2 threads ran
-    its metric's 20,000 fashion-mnist images on that one thread too (12-53 s of a search trial);
-    kept out of the measured session, its batch-256 buffers no longer count in the session's
-    memory either. Only the thread count changes: the outputs are the artifact's on this runtime."""
+    sessions: nothing times this inference, yet in the first timed session it ran at that
+    session's thread count (one, for most INT8 artifacts), and its batch-256 buffers counted in
+    the session's memory. Only the thread count changes: the outputs are the artifact's on this
+    runtime (docs/measurement.md has the saving)."""
     if not req.eval_inputs:
         return [], 0.0
     t0 = time.perf_counter()
