@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from petra.candidate import CandidateConfig, SearchSpace
 from petra.compression.depth import depth_stages
-from petra.optimizer.search import IMPROVEMENT, Stagnation, build_cost
+from petra.exporters.quantize import Precision
+from petra.optimizer.search import IMPROVEMENT, GenerationLoop, Stagnation, build_cost
 from petra.optimizer.sensitivity import (
+    MILD_MEAN,
     Sensitivity,
     open_depth,
     open_stages,
@@ -48,6 +52,33 @@ def test_a_seed_removes_a_block_where_it_cost_least():
     assert shortened.prune_ratio < moderate.prune_ratio  # the block is most of its compression
     assert skips_cheap_pass(shortened) and not skips_cheap_pass(moderate)
     assert Sensitivity((1.0, 2.0), depth_drops=(None, None)).least_sensitive_depth() is None
+
+
+def test_the_mild_seed_comes_last_and_skips_the_cheap_pass():
+    space = SearchSpace()
+    sens = Sensitivity((0.0, 9.0, 2.0, 4.0), depth_drops=(None, 3.0, 0.5, None))
+    hedged = sensitivity_seeds(handmade_config(1), sens, space)
+    seeds = sensitivity_seeds(handmade_config(1), sens, space, mild=True)
+    assert seeds[:-1] == hedged and len(seeds) == 4
+    mild = seeds[-1]
+    assert mild.prune_ratio == MILD_MEAN and mild.drop_blocks2 == 0
+    stages = [getattr(mild, f"prune_stage{i}") for i in range(4)]
+    assert len(set(stages)) > 1 and stages.index(max(stages)) == 0  # stage 0 minded least
+    assert skips_cheap_pass(mild) and not any(skips_cheap_pass(s) for s in seeds[::2])
+    assert not skips_cheap_pass(CandidateConfig())  # unpruned: nothing to train
+
+
+def test_fp32_twins_hedge_only_a_close_ptq_choice():
+    """A PTQ precision that measured well under FP32 needs no FP32 twin; the mild seed takes
+    the room in the population of 8 instead."""
+    loop = SimpleNamespace(_sensitivity=Sensitivity((0.0, 9.0, 2.0, 4.0)), space=SearchSpace())
+    ptq = CandidateConfig(precision=Precision.INT8_STATIC)
+    close = GenerationLoop._sensitivity_seeds(loop, 1, "onnxruntime", ptq, close=True)
+    clear = GenerationLoop._sensitivity_seeds(loop, 1, "onnxruntime", ptq, close=False)
+    assert [c.precision for c in close] == [Precision.INT8_STATIC, Precision.FP32] * 2
+    assert [c.prune_ratio for c in close[::2]] == [0.5, 0.7]
+    assert all(c.precision is Precision.INT8_STATIC for c in clear)
+    assert [c.prune_ratio for c in clear] == [0.5, 0.7, MILD_MEAN]
 
 
 def test_stage_sensitivity_scores_each_stage_alone_on_real_data(tiny_task, tiny_teacher):
