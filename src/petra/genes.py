@@ -81,7 +81,8 @@ class Pass:
     ``applies`` is a real probe on a copy of the model (apply at a representative setting, run
     forward, export), so that a gene that cannot work on the model is removed from the run's
     search space with a reason, instead of being discovered one FAILed trial at a time.
-    ``narrow`` removes single choices that cannot work (BN-scale importance without BatchNorm).
+    ``narrow`` removes single choices that cannot work (BN-scale importance without BatchNorm);
+    ``narrow_graph`` does it from the exported ONNX file, for what only the graph shows.
     """
 
     name: str = ""
@@ -94,4 +95,8 @@ class Pass:
 
     def narrow(self, model, example) -> dict[str, tuple[tuple, str]]:
         """gene -> (the choices that can work, why the others cannot)."""
+        return {}
+
+    def narrow_graph(self, onnx_path) -> dict[str, tuple[tuple, str]]:
+        """The same, read off the model's ONNX file (as exported, or as given)."""
         return {}

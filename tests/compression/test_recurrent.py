@@ -171,6 +171,27 @@ def test_int8_reaches_the_unrolled_form_only(encoder, tmp_path):
     np.testing.assert_allclose(out, encoder(torch.from_numpy(xs)).detach().numpy(), atol=0.1)
 
 
+def test_sensitive_exclusion_keeps_every_step_of_one_recurrent_weight_in_float(encoder, tmp_path):
+    """An unrolled GRU reads each weight from one MatMul per step: the weight, not one step's
+    copy of it, is ranked and kept in float (13 steps x 2 layers: 4 weights, not 30 layers)."""
+    from petra.exporters.quantize import weight_groups, weighted_nodes
+
+    x = torch.randn(1, 13, 3)
+    art = export_onnx(unroll_gru(copy.deepcopy(encoder)), x, tmp_path / "unrolled.onnx")
+    groups = weight_groups(art.path)
+    assert len(weighted_nodes(art.path)) > 2 * 13 and len(groups) < 8
+    assert sorted(len(nodes) for nodes in groups.values())[-2:] == [13, 13]  # the two hh weights
+    data = np.random.default_rng(0).standard_normal((64, 13, 3)).astype(np.float32)
+    q = quantize(art, tmp_path / "q.onnx", precision=Precision.INT8_STATIC, calibration_data=data,
+                 exclude=QuantExclude.SENSITIVE)
+    graph = onnx.load(str(q.path)).graph
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    kept = {w for w, nodes in groups.items() if w in floats
+            and all(w in n.input for n in graph.node if n.name in nodes)}
+    assert len(kept) == 1  # every node that reads it still reads the float weight
+    assert "DequantizeLinear" in _ops(q.path)  # and the rest is INT8
+
+
 def test_pruned_gru_fine_tunes(encoder, rng):
     """The replaced parameters must be the ones the GRU computes with (flat weights refreshed)."""
     from petra.compression.training import fit

@@ -33,9 +33,11 @@ def cluster(tiny_teacher):  # the teacher is trained (and cached) before any Ray
 
 
 def config(out, cluster, **kw):
+    # generations end the run; the budget is only a ceiling. Why so high: at 150 s, with a
+    # baseline training beside the suite on 2 cores, the budget ended the run after 5 trials
     c, _ = cluster
     return load_config(final_sessions=2, final_max_sessions=2, search_sessions=1,
-                       generations=2, population=4, time_budget=150, output=out, max_threads=1,
+                       generations=2, population=4, time_budget=400, output=out, max_threads=1,
                        executor="ray", ray_address=c.address, ray_target="test-box", **kw)
 
 

@@ -8,7 +8,7 @@ import pytest
 from petra.errors import ExportError, QuantizeError
 from petra.exporters import Calibration, Precision, QuantExclude, export_onnx, quantize
 from petra.exporters.artifact import sha256_file
-from petra.exporters.quantize import calibration_batches, weighted_nodes
+from petra.exporters.quantize import calibration_batches, weight_groups, weighted_nodes
 
 
 def _run(path, x):
@@ -99,10 +99,12 @@ def test_sensitive_exclusion_keeps_the_layer_that_moves_outputs_most(tiny_task, 
     data = tiny_task.train.x[:64]
     scores = layer_sensitivity(tiny_onnx.path, _Quantizer(Precision.INT8_STATIC, Calibration.MINMAX, True,
                                                           data, 32), data)
-    assert set(scores) == set(weighted_nodes(tiny_onnx.path)) and all(s >= 0 for s in scores.values())
+    groups = weight_groups(tiny_onnx.path)  # a CNN: one layer per weight
+    assert all(len(nodes) == 1 for nodes in groups.values())
+    assert set(scores) == set(groups) and all(s >= 0 for s in scores.values())
     q = quantize(tiny_onnx, tmp_path / "q.onnx", precision=Precision.INT8_STATIC,
                  calibration_data=data, exclude=QuantExclude.SENSITIVE)
-    assert _float_layers(q.path) == [max(scores, key=scores.get)]
+    assert _float_layers(q.path) == groups[max(scores, key=scores.get)]
     # explicit node names work too, and dynamic quantization honours them
     name = weighted_nodes(tiny_onnx.path)[1]
     d = quantize(tiny_onnx, tmp_path / "d.onnx", precision=Precision.INT8_DYNAMIC, exclude=[name])

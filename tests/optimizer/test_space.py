@@ -127,3 +127,23 @@ def test_the_hand_made_seed_takes_the_weight_scale_that_ptq_kept():
     assert int8 and all(c.per_channel is False for c in int8)
     assert any(c.prune_ratio == 0.5 and c.epochs == 4 for c in int8)
     assert len({c.key for c in seeds}) == len(seeds)
+
+
+def test_sensitive_exclusion_is_not_offered_past_its_weight_limit(monkeypatch):
+    """Read off the exported graph: a model with more weights than the sensitivity ranking
+    takes loses that one choice with the count, and keeps the other exclusions."""
+    import importlib
+
+    from petra.exporters.quantize import QuantExclude
+
+    q = importlib.import_module("petra.exporters.quantize")
+    task = user_models.lstm_task()
+    space, _ = _assemble(task)
+    assert QuantExclude.SENSITIVE in space.quant_exclude
+    monkeypatch.setattr(q, "MAX_SENSITIVITY_LAYERS", 1)
+    space, removed = _assemble(task)
+    assert QuantExclude.SENSITIVE not in space.quant_exclude
+    assert QuantExclude.FIRST_LAST in space.quant_exclude
+    assert "(limit 1)" in dict(removed)["quant_exclude"]
+    space, removed = _assemble(task, runtimes=("openvino",))  # not ORT's quantizer: nothing to narrow
+    assert "(limit 1)" not in dict(removed).get("quant_exclude", "")

@@ -65,9 +65,9 @@ FLOAT_DEFAULT = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM")
 #: samples used to rank layer sensitivity: enough to order layers, cheap to run N times
 SENSITIVITY_SAMPLES = 64
-#: sensitivity analysis quantizes the model once per weighted layer, and each quantization
-#: walks the whole graph: an unrolled 39-step GRU (hundreds of MatMuls) held one cdnow
-#: candidate for over 8 minutes, so beyond this many layers the gene fails fast instead
+#: sensitivity analysis quantizes the model once per weight, and each quantization walks the
+#: whole graph: one per *layer* of an unrolled 39-step GRU held one cdnow candidate for over 8
+#: minutes, so beyond this many weights the choice is not offered (and fails fast if asked for)
 MAX_SENSITIVITY_LAYERS = 64
 
 
@@ -77,6 +77,26 @@ def weighted_nodes(model_path: Path) -> list[str]:
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     return [n.name for n in graph.node if n.op_type in WEIGHTED_OPS]
+
+
+def weight_groups(model_path: Path) -> dict[str, list[str]]:
+    """The weighted layers grouped by the initializer they read, in graph order; a layer whose
+    weight is computed (no initializer among its inputs) is a group of its own.
+
+    Why: an unrolled GRU reads one recurrent weight from one MatMul per time step (cdnow's:
+    82 weighted nodes, 6 weights). Quantizing one step's copy alone neither is a choice a
+    deployment would make nor scales; the weight is the unit that is kept in float or not.
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    groups: dict[str, list[str]] = {}
+    for n in graph.node:
+        if n.op_type in WEIGHTED_OPS:
+            weight = next((x for x in n.input if x in inits), n.name)
+            groups.setdefault(weight, []).append(n.name)
+    return groups
 
 
 def calibration_batches(n: int, batch: int) -> list[slice]:
@@ -230,18 +250,20 @@ def _resolve_exclude(exclude: QuantExclude | Sequence[str], model: Path, run: _Q
         return sorted({layers[0], layers[-1]}, key=layers.index)
     if data is None or len(data) == 0:
         raise QuantizeError("sensitivity-based exclusion needs calibration data from the task")
-    if len(layers) > MAX_SENSITIVITY_LAYERS:
-        raise QuantizeError(f"sensitivity-based exclusion quantizes each weighted layer once, and this "
-                            f"graph has {len(layers)} (limit {MAX_SENSITIVITY_LAYERS}); use quant_exclude "
+    groups = weight_groups(model)
+    if len(groups) > MAX_SENSITIVITY_LAYERS:
+        raise QuantizeError(f"sensitivity-based exclusion quantizes each weight once, and this "
+                            f"graph has {len(groups)} (limit {MAX_SENSITIVITY_LAYERS}); use quant_exclude "
                             "first, last or first_last")
     scores = layer_sensitivity(model, run, data[:SENSITIVITY_SAMPLES])
-    return [max(scores, key=scores.__getitem__)]
+    return groups[max(scores, key=scores.__getitem__)]
 
 
 def layer_sensitivity(model: Path, run: _Quantizer, data: np.ndarray) -> dict[str, float]:
-    """Relative output error when each weighted layer alone is quantized, on ``data``.
+    """Relative output error when each weight alone is quantized (every layer that reads it),
+    on ``data``, by weight (see ``weight_groups``).
 
-    One cheap quantization per layer on a small sample; it ranks layers, it does not predict
+    One cheap quantization per weight on a small sample; it ranks weights, it does not predict
     the accuracy of the whole quantized model.
     """
     import onnxruntime as ort
@@ -255,10 +277,10 @@ def layer_sensitivity(model: Path, run: _Quantizer, data: np.ndarray) -> dict[st
     ref = outputs(model)
     scale = float(np.mean(ref**2)) or 1.0
     scores = {}
-    for i, name in enumerate(weighted_nodes(model)):
+    for i, (weight, nodes) in enumerate(weight_groups(model).items()):
         one = Path(model).with_name(f"sensitivity-{i}.onnx")
-        run(model, one, nodes_to_quantize=[name], data=data)
-        scores[name] = float(np.mean((outputs(one) - ref) ** 2)) / scale
+        run(model, one, nodes_to_quantize=nodes, data=data)
+        scores[weight] = float(np.mean((outputs(one) - ref) ** 2)) / scale
         one.unlink()
     return scores
 
@@ -311,6 +333,17 @@ class OrtQuantization(Pass):
 
     def applies(self, model, example, backend) -> str | None:
         return None if backend.quantizer == self.name else f"{backend.name} does not use ORT's quantizer"
+
+    def narrow_graph(self, onnx_path) -> dict[str, tuple[tuple, str]]:
+        """Why: past ``MAX_SENSITIVITY_LAYERS`` the sensitive exclusion fails fast, but only after
+        its candidate's torch stage is built; counted once on the exported model, the choice is
+        not offered. (Pruning keeps the count; an unrolled GRU adds layers, not weights.)"""
+        n = len(weight_groups(onnx_path))
+        if n <= MAX_SENSITIVITY_LAYERS:
+            return {}
+        return {"quant_exclude": (tuple(e for e in QuantExclude if e is not QuantExclude.SENSITIVE),
+                                  f"sensitivity-based exclusion quantizes each weight once, and the "
+                                  f"exported graph has {n} (limit {MAX_SENSITIVITY_LAYERS})")}
 
     def build(self, fp32: Artifact, folder: Path, c, data: QuantData) -> Artifact:
         needs_data = c.precision is Precision.INT8_STATIC or c.quant_exclude is QuantExclude.SENSITIVE

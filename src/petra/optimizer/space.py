@@ -79,29 +79,30 @@ def default_space(runtimes: tuple[str, ...], n_threads: int) -> SearchSpace:
 PARITY_TOLERANCE = 1e-3
 
 
-def _export_as_given(model, example, inputs) -> None:
-    """Export the model as given and run the file on real validation inputs beside torch: a
-    model that cannot be exported, or exports to another function, stops the run here."""
+def _export_as_given(model, example, inputs, folder: Path) -> Path:
+    """Export the model as given into ``folder`` and run the file on real validation inputs
+    beside torch: a model that cannot be exported, or exports to another function, stops the
+    run here. The file is what the passes' ``narrow_graph`` read."""
     import numpy as np
     import torch
 
     from petra.runtimes import get_runtime
 
-    with tempfile.TemporaryDirectory(prefix="petra-probe-") as tmp:
-        try:
-            art = export_onnx(model, example, Path(tmp) / "model.onnx")
-        except Exception as exc:
-            raise ConfigError(f"the model does not export to ONNX ({exc}); make its forward "
-                              "traceable by torch.onnx.export (TorchScript or dynamo)") from None
-        with torch.no_grad():
-            expected = model.eval()(torch.from_numpy(np.ascontiguousarray(inputs))).numpy()
-        got = get_runtime("onnxruntime").compile(art.path).run(np.ascontiguousarray(inputs))
+    try:
+        art = export_onnx(model, example, folder / "model.onnx")
+    except Exception as exc:
+        raise ConfigError(f"the model does not export to ONNX ({exc}); make its forward "
+                          "traceable by torch.onnx.export (TorchScript or dynamo)") from None
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(np.ascontiguousarray(inputs))).numpy()
+    got = get_runtime("onnxruntime").compile(art.path).run(np.ascontiguousarray(inputs))
     scale = max(float(np.abs(expected).max()), 1e-6)
     diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
     if diff > PARITY_TOLERANCE * scale:
         raise ConfigError(f"the exported ONNX model disagrees with the torch model on validation inputs "
                           f"(max difference {diff:.3g} for outputs up to {scale:.3g}); its forward "
                           "probably depends on Python state the exporter cannot see")
+    return art.path
 
 
 def assemble(task, model, runtimes, n_threads: int, space: SearchSpace | None = None
@@ -115,12 +116,13 @@ def assemble(task, model, runtimes, n_threads: int, space: SearchSpace | None = 
     space = space or default_space(tuple(runtimes), n_threads)
     space = space.replace(runtime=tuple(runtimes))
     example = task.example_input
-    if model is not None:
-        _export_as_given(model, example, task.val.x[:16])
     removed: list[Removed] = []
     choices: dict[str, tuple] = {}
-    for p in PASSES:
-        reason, narrowed = _probe_one(p, model, example, backends)
+    with tempfile.TemporaryDirectory(prefix="petra-probe-") as tmp:
+        graph = (getattr(task, "onnx_model", None) if model is None
+                 else _export_as_given(model, example, task.val.x[:16], Path(tmp)))
+        probed = [(p, *_probe_one(p, model, example, backends, graph)) for p in PASSES]
+    for p, reason, narrowed in probed:
         for g in p.genes:
             current = getattr(space, g.name)
             if reason is not None and (len(current) > 1 or current[0] != g.default):
@@ -140,16 +142,23 @@ def _v(value) -> str:
     return str(getattr(value, "value", value))
 
 
-def _probe_one(p, model, example, backends: list) -> tuple[str | None, dict]:
+def _probe_one(p, model, example, backends: list, graph: Path | None) -> tuple[str | None, dict]:
+    """Why the pass cannot apply (None when it can), and its choices narrowed on the torch
+    model and on ``graph``, the model as exported (or the ONNX file as given)."""
     if p.per_backend:
         reasons = [p.applies(model, example, b) for b in backends]
-        return (None if any(r is None for r in reasons) else "; ".join(dict.fromkeys(reasons))), {}
-    if model is None:
-        if any(g.name in TORCH_GENES for g in p.genes):
-            return "the task is an ONNX file: there is no torch model to change", {}
-        return None, {}
-    reason = p.applies(model, example, backends[0])
-    return reason, ({} if reason else p.narrow(model, example))
+        reason = None if any(r is None for r in reasons) else "; ".join(dict.fromkeys(reasons))
+        narrowed = {}
+    elif model is None:
+        torch_only = any(g.name in TORCH_GENES for g in p.genes)
+        reason = "the task is an ONNX file: there is no torch model to change" if torch_only else None
+        narrowed = {}
+    else:
+        reason = p.applies(model, example, backends[0])
+        narrowed = {} if reason else p.narrow(model, example)
+    if reason is None and graph is not None:
+        narrowed = {**narrowed, **p.narrow_graph(Path(graph))}
+    return reason, narrowed
 
 
 def _task_override(task, space: SearchSpace) -> tuple[SearchSpace, list[Removed]]:
