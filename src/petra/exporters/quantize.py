@@ -251,15 +251,23 @@ def _resolve_exclude(exclude: QuantExclude | Sequence[str], model: Path, run: _Q
     if data is None or len(data) == 0:
         raise QuantizeError("sensitivity-based exclusion needs calibration data from the task")
     groups = weight_groups(model)
-    if len(groups) > MAX_SENSITIVITY_LAYERS:
-        raise QuantizeError(f"sensitivity-based exclusion quantizes each weight once, and this "
-                            f"graph has {len(groups)} (limit {MAX_SENSITIVITY_LAYERS}); use quant_exclude "
-                            "first, last or first_last")
-    scores = layer_sensitivity(model, run, data[:SENSITIVITY_SAMPLES])
+    if (why := sensitivity_over_limit(len(groups))) is not None:
+        raise QuantizeError(f"{why}; use quant_exclude first, last or first_last")
+    scores = layer_sensitivity(model, run, data[:SENSITIVITY_SAMPLES], groups)
     return groups[max(scores, key=scores.__getitem__)]
 
 
-def layer_sensitivity(model: Path, run: _Quantizer, data: np.ndarray) -> dict[str, float]:
+def sensitivity_over_limit(n_weights: int) -> str | None:
+    """Why the sensitivity ranking is refused for a graph of ``n_weights`` (None: it is not);
+    one wording for the quantizer's error and the search space's narrowing."""
+    if n_weights <= MAX_SENSITIVITY_LAYERS:
+        return None
+    return (f"sensitivity-based exclusion quantizes each weight once, and the graph has {n_weights} "
+            f"(limit {MAX_SENSITIVITY_LAYERS})")
+
+
+def layer_sensitivity(model: Path, run: _Quantizer, data: np.ndarray,
+                      groups: dict[str, list[str]] | None = None) -> dict[str, float]:
     """Relative output error when each weight alone is quantized (every layer that reads it),
     on ``data``, by weight (see ``weight_groups``).
 
@@ -277,7 +285,7 @@ def layer_sensitivity(model: Path, run: _Quantizer, data: np.ndarray) -> dict[st
     ref = outputs(model)
     scale = float(np.mean(ref**2)) or 1.0
     scores = {}
-    for i, (weight, nodes) in enumerate(weight_groups(model).items()):
+    for i, (weight, nodes) in enumerate((groups or weight_groups(model)).items()):
         one = Path(model).with_name(f"sensitivity-{i}.onnx")
         run(model, one, nodes_to_quantize=nodes, data=data)
         scores[weight] = float(np.mean((outputs(one) - ref) ** 2)) / scale
@@ -338,12 +346,10 @@ class OrtQuantization(Pass):
         """Why: past ``MAX_SENSITIVITY_LAYERS`` the sensitive exclusion fails fast, but only after
         its candidate's torch stage is built; counted once on the exported model, the choice is
         not offered. (Pruning keeps the count; an unrolled GRU adds layers, not weights.)"""
-        n = len(weight_groups(onnx_path))
-        if n <= MAX_SENSITIVITY_LAYERS:
+        why = sensitivity_over_limit(len(weight_groups(onnx_path)))
+        if why is None:
             return {}
-        return {"quant_exclude": (tuple(e for e in QuantExclude if e is not QuantExclude.SENSITIVE),
-                                  f"sensitivity-based exclusion quantizes each weight once, and the "
-                                  f"exported graph has {n} (limit {MAX_SENSITIVITY_LAYERS})")}
+        return {"quant_exclude": (tuple(e for e in QuantExclude if e is not QuantExclude.SENSITIVE), why)}
 
     def build(self, fp32: Artifact, folder: Path, c, data: QuantData) -> Artifact:
         needs_data = c.precision is Precision.INT8_STATIC or c.quant_exclude is QuantExclude.SENSITIVE
