@@ -35,7 +35,7 @@ from petra.errors import CandidateError, CompileError, TrainError
 from petra.exporters import Artifact, export_onnx
 from petra.exporters.quantize import QuantData
 from petra.fidelity import Fidelity
-from petra.models.base import Split, Task, default_cache_dir
+from petra.models.base import Task, default_cache_dir
 from petra.profilers import (
     IsolatedMeasurer,
     Measurement,
@@ -180,9 +180,11 @@ class CandidateBuilder:
         finally:
             timings[f"{name}_s"] = timings.get(f"{name}_s", 0.0) + time.perf_counter() - t0
 
-    def _fit(self, model: nn.Module, train: Split, what: str, **kwargs) -> None:
+    def _fit(self, model: nn.Module, fidelity: Fidelity | None, what: str, **kwargs) -> None:
         """The one training-error wrapper: a diverging fine-tune is this candidate's failure."""
-        steps = fine_tune_steps(len(self.task.train), len(train), FINE_TUNE_BATCH)
+        train = self.task.train
+        steps = fine_tune_steps(len(train), FINE_TUNE_BATCH)
+        steps = fidelity.steps(steps) if fidelity else steps
         try:
             fit(model, train, seed=self.seed, device=self.train_device, batch_size=FINE_TUNE_BATCH,
                 steps_per_epoch=steps, **kwargs)
@@ -202,13 +204,12 @@ class CandidateBuilder:
             timings["torch_cached"] = 1.0
             return Artifact.of(path)
         model = copy.deepcopy(self.teacher)
-        train = fidelity.split(self.task.train, self.seed) if fidelity else self.task.train
-        epochs = min(cfg.epochs, fidelity.max_epochs) if fidelity else cfg.epochs
+        epochs = cfg.epochs
         if cfg.regularizer is Regularizer.L1 and epochs > 0:
             with self._step("sparsity", timings):
                 sparse = max(1, epochs // 2)
                 epochs -= sparse
-                self._fit(model, train, "sparse training", epochs=sparse, lr=cfg.lr,
+                self._fit(model, fidelity, "sparse training", epochs=sparse, lr=cfg.lr,
                           loss=BNSparsity(cfg.reg_weight * L1_SCALE,
                                          TaskLoss(getattr(self.task, "loss", None))))
         with self._step("prune", timings):
@@ -217,19 +218,19 @@ class CandidateBuilder:
         loss = self._loss(cfg)
         if cfg.lowrank_ratio > 0:
             with self._step("lowrank", timings):
-                epochs = self._low_rank(model, cfg, loss, epochs, train)
+                epochs = self._low_rank(model, cfg, loss, epochs, fidelity)
         if cfg.qat:  # the fine-tune is the QAT run: fake-quant from its first step
             model = prepare_qat(model)
             calibrate(model, self.calibration)
             epochs = max(1, epochs)
         with self._step("finetune", timings):
             if epochs > 0:
-                self._fit(model, train, "fine-tuning", epochs=epochs, loss=loss,
+                self._fit(model, fidelity, "fine-tuning", epochs=epochs, loss=loss,
                           lr=cfg.lr * (QAT_LR_SCALE if cfg.qat else 1.0))
                 if fidelity is not None and not cfg.qat:
-                    # a cheap fine-tune takes a handful of steps (digits: 4), too few for the
-                    # BatchNorms' running averages to forget the statistics from before it: 70%
-                    # pruning scored 72.14 cheap, 73.82 recalibrated; 50% 87.47 and 98.05
+                    # a cheap fine-tune takes few steps (digits: 16 an epoch), too few for the
+                    # BatchNorms' running averages to forget the statistics from before it: at 4
+                    # steps, 70% pruning scored 72.14 cheap, 73.82 recalibrated; 50% 87.47, 98.05
                     recalibrate_bn(model, self.task.train.x)
         if cfg.unroll_recurrent:
             unroll_gru(model)
@@ -268,13 +269,14 @@ class CandidateBuilder:
             self._teacher_outputs = TeacherOutputs(teacher)
         return Distillation(self._teacher_outputs, cfg.reg_weight, task_loss=task_loss)
 
-    def _low_rank(self, model: nn.Module, cfg: CandidateConfig, loss, epochs: int, train: Split) -> int:
+    def _low_rank(self, model: nn.Module, cfg: CandidateConfig, loss, epochs: int,
+                  fidelity: Fidelity | None) -> int:
         """SVD-factorize, train half the epochs with the low-rank penalties, cut to rank;
         returns the epochs left for the plain fine-tune that recovers from the cut."""
         factorize(model, cfg.lowrank_ratio)
         svd_epochs = max(1, epochs // 2) if epochs > 0 else 0
         if svd_epochs:
-            self._fit(model, train, "low-rank training", epochs=svd_epochs, lr=cfg.lr,
+            self._fit(model, fidelity, "low-rank training", epochs=svd_epochs, lr=cfg.lr,
                       loss=LowRankRegularizer(loss))
         truncate(model, cfg.lowrank_ratio)
         return epochs - svd_epochs

@@ -12,7 +12,7 @@ def test_decode_every_gene_and_roundtrip():
     genome = tuple(n - 1 for n in space.sizes)  # last choice of every gene
     cfg = space.decode(genome)
     assert cfg.prune_ratio == 0.8 and cfg.importance is Importance.TAYLOR and cfg.round_to == 16
-    assert cfg.epochs == 6 and cfg.regularizer is Regularizer.KD and cfg.reg_weight == 0.9
+    assert cfg.epochs == 24 and cfg.regularizer is Regularizer.KD and cfg.reg_weight == 0.9
     assert cfg.precision is Precision.INT8_DYNAMIC and cfg.threads == 2
     # QAT exports static QDQ: canonicalised off under dynamic INT8; exclusions still apply
     assert cfg.lowrank_ratio == 0.5 and cfg.qat is False and cfg.quant_exclude is QuantExclude.SENSITIVE

@@ -177,12 +177,10 @@ FINE_TUNE_STEPS = (64, 128)
 FINE_TUNE_BATCH = 64
 
 
-def fine_tune_steps(n_full: int, n_used: int, batch_size: int) -> int:
-    """Steps per fine-tune epoch on ``n_used`` of the task's ``n_full`` training examples: the
-    clamped full-data length, scaled down for a cheap pass on a fraction of the data."""
+def fine_tune_steps(n_train: int, batch_size: int) -> int:
+    """Steps per fine-tune epoch on ``n_train`` training examples: one pass, clamped."""
     low, high = FINE_TUNE_STEPS
-    full = min(high, max(low, math.ceil(n_full / batch_size)))
-    return max(1, round(full * n_used / max(1, n_full)))
+    return min(high, max(low, math.ceil(n_train / batch_size)))
 
 
 class FineTune(Pass):
@@ -190,8 +188,11 @@ class FineTune(Pass):
     ``fine_tune_steps`` batches, not always one pass over the data (see FINE_TUNE_STEPS)."""
 
     name = "fine_tune"
+    #: 12 and 24 epochs: what removing residual blocks needs. On fashion-mnist, two blocks
+    #: removed and 50% pruned lost 1.65 points after 4 epochs, 0.75 after 12 and 0.39 after 24.
     genes = (
-        Gene("epochs", (0, 1, 2, 4, 6), 0, Stage.TORCH, help="fine-tuning epochs (64-128 steps each)"),
+        Gene("epochs", (0, 1, 2, 4, 6, 12, 24), 0, Stage.TORCH,
+             help="fine-tuning epochs (64-128 steps each)"),
         Gene("lr", (3e-4, 1e-3, 3e-3), 1e-3, Stage.TORCH, when=lambda c: c.epochs > 0,
              help="fine-tuning learning rate"),
     )
