@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from petra.candidate import CandidateConfig, SearchSpace
 from petra.compression.depth import depth_stages
 from petra.exporters.quantize import Precision
+from petra.optimizer.records import Trial, TrialState
 from petra.optimizer.search import IMPROVEMENT, GenerationLoop, Stagnation, build_cost
 from petra.optimizer.sensitivity import (
     MILD_MEAN,
@@ -117,3 +118,35 @@ def test_a_batch_builds_its_cheapest_candidates_first():
     untrained = CandidateConfig(prune_ratio=0.5)
     batch = [handmade, harder, shortened, untrained]
     assert sorted(batch, key=build_cost) == [untrained, shortened, harder, handmade]
+
+
+def test_the_deep_seed_removes_a_block_from_every_stage_but_the_most_sensitive():
+    space, template = SearchSpace(), handmade_config(1)
+    sens = Sensitivity((0.0, 9.0, 2.0, 4.0), depth_drops=(0.2, 3.0, 0.5, 1.0))
+    moderate, shortened, deep, aggressive = sensitivity_seeds(template, sens, space)
+    blocks = [[getattr(c, f"drop_blocks{i}") for i in range(4)] for c in (shortened, deep)]
+    assert blocks == [[1, 0, 0, 0], [1, 0, 1, 1]]  # stage 1 minded a removal most: it keeps its block
+    assert deep.epochs == max(space.epochs) == 24 and shortened.epochs == template.epochs
+    assert deep.prune_ratio == shortened.prune_ratio and skips_cheap_pass(deep)
+    # two open stages: all but one is the block-removing seed itself; no fine-tune: no deep seed
+    two = Sensitivity(sens.drops, depth_drops=(None, 3.0, 0.5, None))
+    assert len(sensitivity_seeds(template, two, space)) == 3
+    assert len(sensitivity_seeds(template, sens, space.replace(epochs=(0,)))) == 3
+
+
+def _built(epochs: int, finetune_s: float, elapsed_s: float, state=TrialState.COMPLETE) -> Trial:
+    cfg = CandidateConfig(prune_ratio=0.5, epochs=epochs)
+    return Trial(0, 0, cfg, state, stage_s={"finetune_s": finetune_s}, elapsed_s=elapsed_s)
+
+
+def test_a_build_is_expected_to_last_its_epochs_at_the_runs_pace():
+    # fashion-mnist's pace: 4 epochs in 15 s of a 17 s build; a 24-epoch build then took 75-100 s,
+    # which the median build (17 s) could not foresee
+    trials = [_built(4, 15.0, 17.0), _built(2, 8.0, 10.0), _built(4, 16.0, 18.0),
+              _built(1, 1.0, 99.0, TrialState.STOPPED_EARLY)]
+    loop = SimpleNamespace(book=SimpleNamespace(trials=trials))
+    expect = GenerationLoop._expected_s
+    # medians: 4 s an epoch, 2 s besides
+    assert expect(loop, CandidateConfig(prune_ratio=0.5, epochs=24)) == 24 * 4.0 + 2.0
+    assert expect(loop, CandidateConfig(prune_ratio=0.5)) == 0.0  # nothing to train: no wait
+    assert expect(SimpleNamespace(book=SimpleNamespace(trials=[])), trials[0].config) == 0.0

@@ -58,8 +58,8 @@ class TeacherOutputs:
     fine-tune in this process. Why: the teacher and the training data are the same for every
     candidate of a run, and there is no augmentation, so its forward pass on a batch is a pure
     function of the rows; recomputing it made each KD step cost a teacher forward beside the
-    student's forward and backward. Rows are keyed by their bytes' hash, so a cheap pass's
-    subset of the training data finds the rows a full fine-tune computed."""
+    student's forward and backward. Rows are keyed by their bytes' hash, so any batch
+    finds the rows an earlier fine-tune computed, whatever order it drew them in."""
 
     #: outputs kept at most (floats): past it, new rows are computed each time, never stored
     MAX_FLOATS = 64 * 1024 * 1024
