@@ -66,7 +66,9 @@ class _View:
 
 class CandidateConfig:
     """One value per gene; immutable. ``CandidateConfig(prune_ratio=0.5, epochs=4)`` leaves
-    every other gene at its declared default."""
+    every other gene at its declared default. Values are read as their gene's type, so
+    ``importance="l2"`` is ``Importance.L2``. Why: a plain string was kept as given and matched
+    no enum member downstream; pruning then took another branch and failed inside torch-pruning."""
 
     __slots__ = ("_values",)
 
@@ -74,7 +76,11 @@ class CandidateConfig:
         unknown = sorted(set(values) - BY_NAME.keys())
         if unknown:
             raise ConfigError(f"unknown gene {unknown[0]!r}; genes are {', '.join(BY_NAME)}")
-        object.__setattr__(self, "_values", {g.name: values.get(g.name, g.default) for g in GENES})
+        try:
+            parsed = {g.name: g.parse(values[g.name]) if g.name in values else g.default for g in GENES}
+        except ValueError as exc:
+            raise ConfigError(f"invalid config value: {exc}") from None
+        object.__setattr__(self, "_values", parsed)
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -88,3 +88,12 @@ def test_space_validation():
         SearchSpace(threads=())
     with pytest.raises(ConfigError, match=r"\[0, 0.8\]"):
         SearchSpace(prune_ratio=(0.9,))
+
+
+def test_plain_values_are_read_as_their_genes_type():
+    cfg = CandidateConfig(importance="l2", precision="int8_static", regularizer="kd", prune_ratio=0)
+    assert cfg.importance is Importance.L2 and cfg.precision is Precision.INT8_STATIC
+    assert cfg.regularizer is Regularizer.KD and isinstance(cfg.prune_ratio, float)
+    assert cfg == CandidateConfig.from_json(cfg.to_json())
+    with pytest.raises(ConfigError, match="invalid config value"):
+        CandidateConfig(importance="l3")
