@@ -138,8 +138,7 @@ class CandidateConfig:
         """This config run at ``settings`` (a backend's ``compile`` keywords, e.g. the fastest of
         a screened measurement), so that its record, hand-off and key say how it was measured."""
         names = self.backend.setting_genes
-        return self.replace(**{names[k]: BY_NAME[names[k]].parse(Gene.dump(v))
-                               for k, v in settings.items() if k in names}).canonical()
+        return self.replace(**{names[k]: Gene.dump(v) for k, v in settings.items() if k in names}).canonical()
 
     def without_settings(self) -> CandidateConfig:
         """The config with every setting gene at its default: what a screened search asks for."""
@@ -159,10 +158,7 @@ class CandidateConfig:
         unknown = sorted(set(data) - BY_NAME.keys())
         if unknown:
             raise ConfigError(f"unknown config key {unknown[0]!r}")
-        try:
-            return cls(**{k: BY_NAME[k].parse(v) for k, v in data.items()})
-        except ValueError as exc:
-            raise ConfigError(f"invalid config value: {exc}") from None
+        return cls(**data)  # each value is read as its gene's type there
 
     def _digest(self, payload: dict) -> str:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -43,15 +43,17 @@ class Sensitivity:
     #: the same with one block removed from each depth stage alone (None: the stage is closed)
     depth_drops: tuple[float | None, ...] = ()
 
+    def depths_by_cost(self) -> list[int]:
+        """The open depth stages, the one whose block removal cost least first."""
+        return [k for _, k in sorted((d, k) for k, d in enumerate(self.depth_drops) if d is not None)]
+
     def all_but_most_sensitive_depth(self) -> tuple[int, ...]:
         """The open depth stages, less the one whose block removal cost most."""
-        open_ = sorted((d, k) for k, d in enumerate(self.depth_drops) if d is not None)
-        return tuple(sorted(k for _, k in open_[:-1]))
+        return tuple(sorted(self.depths_by_cost()[:-1]))
 
     def least_sensitive_depth(self) -> int | None:
         """The depth stage whose block removal cost least, or None when no stage may lose one."""
-        open_ = [(d, k) for k, d in enumerate(self.depth_drops) if d is not None]
-        return min(open_)[1] if open_ else None
+        return next(iter(self.depths_by_cost()), None)
 
     def ratios(self, mean: float) -> tuple[float, ...]:
         """Per-stage ratios averaging ``mean``: the least sensitive stage gets the most."""
