@@ -73,9 +73,10 @@ def test_fp32_twins_hedge_only_a_close_ptq_choice():
     """A PTQ precision that measured well under FP32 needs no FP32 twin; the mild seed takes
     the room in the population of 8 instead."""
     loop = SimpleNamespace(_sensitivity=Sensitivity((0.0, 9.0, 2.0, 4.0)), space=SearchSpace())
+    loop._depth_savings = lambda *a: GenerationLoop._depth_savings(loop, *a)  # no depth: nothing run
     ptq = CandidateConfig(precision=Precision.INT8_STATIC)
-    close = GenerationLoop._sensitivity_seeds(loop, 1, "onnxruntime", ptq, close=True)
-    clear = GenerationLoop._sensitivity_seeds(loop, 1, "onnxruntime", ptq, close=False)
+    close = GenerationLoop._sensitivity_seeds(loop, 1, "onnxruntime", ptq, close=True, ptq_p50=1.0)
+    clear = GenerationLoop._sensitivity_seeds(loop, 1, "onnxruntime", ptq, close=False, ptq_p50=1.0)
     assert [c.precision for c in close] == [Precision.INT8_STATIC, Precision.FP32] * 2
     assert [c.prune_ratio for c in close[::2]] == [0.5, 0.7]
     assert all(c.precision is Precision.INT8_STATIC for c in clear)
@@ -132,6 +133,35 @@ def test_the_deep_seed_removes_a_block_from_every_stage_but_the_most_sensitive()
     two = Sensitivity(sens.drops, depth_drops=(None, 3.0, 0.5, None))
     assert len(sensitivity_seeds(template, two, space)) == 3
     assert len(sensitivity_seeds(template, sens, space.replace(epochs=(0,)))) == 3
+
+
+def test_block_removal_is_ranked_by_drop_per_time_saved_once_measured():
+    """fashion-mnist's shape: the high-resolution stage minds a removal most, but holds most of
+    the time; per fraction of p50 saved it is cheaper than the deepest stage."""
+    space, template = SearchSpace(), handmade_config(1)
+    drops = (3.0, 0.5, 0.6, 0.4)
+    assert Sensitivity(drops, depth_drops=drops).all_but_costliest_depth() == (1, 2, 3)
+    timed = Sensitivity(drops, depth_drops=drops, depth_saved=(0.45, 0.10, 0.08, 0.02))
+    assert timed.depths_by_cost() == [1, 0, 2, 3]  # 5, 6.7, 7.5 and 20 points per p50 saved
+    deep = sensitivity_seeds(template, timed, space)[2]
+    assert [getattr(deep, f"drop_blocks{i}") for i in range(4)] == [1, 1, 1, 0]
+    # a removal that saved nothing is the costliest, whatever it lost; a free one the cheapest
+    assert Sensitivity(drops, depth_drops=(0.0, 0.5, 0.6, 0.0),
+                       depth_saved=(0.3, 0.1, 0.1, -0.01)).depths_by_cost() == [0, 1, 2, 3]
+    # one open stage not measured (out of time, or its build failed): the drops alone rank
+    partial = Sensitivity(drops, depth_drops=drops, depth_saved=(0.45, None, 0.08, 0.02))
+    assert partial.depths_by_cost() == [3, 1, 2, 0]
+
+
+def test_the_time_each_block_saves_is_measured_on_the_runtime(tiny_run):
+    """In a real run each open depth stage loses one block alone, unpruned and untrained, as a
+    recorded trial; what its p50 saved is logged and ranks the stages for the deep seed."""
+    _, results, logs = tiny_run
+    line = next(m for m in logs if "p50 saved by removing one block" in m)
+    probes = [t for t in results["all_trials"] if t["config"]["epochs"] == 0
+              and t["config"]["prune_ratio"] == 0.0
+              and sum(t["config"].get(f"drop_blocks{i}", 0) for i in range(4)) == 1]
+    assert len(probes) >= line.count("%") >= 2
 
 
 def _built(epochs: int, finetune_s: float, elapsed_s: float, state=TrialState.COMPLETE) -> Trial:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from petra.compression.depth import DEPTH_GENES
 from petra.compression.pruning import stage_ratios
@@ -210,7 +211,8 @@ class GenerationLoop:
         seeds, handmade = [], []
         for runtime, base in self.book.baselines.items():
             threads, (ptq, ptq_ratio) = base.config.threads, self._fastest_ptq(base, runtime)
-            shaped = self._sensitivity_seeds(threads, runtime, ptq, close=ptq_ratio > CLEAR_PTQ)
+            shaped = self._sensitivity_seeds(threads, runtime, ptq, close=ptq_ratio > CLEAR_PTQ,
+                                             ptq_p50=ptq_ratio * base.measurement.p50_ms)
             configs = seed_configs(threads, runtime, shaped, screened=self.cfg.screen_settings,
                                    precision=ptq.precision, per_channel=ptq.per_channel)
             seeds += configs
@@ -219,7 +221,7 @@ class GenerationLoop:
                 {self.space.decode(self.space.encode(c)).key for c in handmade})
 
     def _sensitivity_seeds(self, threads: int, runtime: str, ptq: CandidateConfig,
-                           close: bool) -> list[CandidateConfig]:
+                           close: bool, ptq_p50: float) -> list[CandidateConfig]:
         """Non-uniform seeds from one pruning pass per stage (once per run, on the first call).
         When the PTQ choice was ``close``, each is followed by its FP32 twin, which shares its
         torch stage and costs one measurement. Why: on the d64 transformer dynamic INT8 measured
@@ -232,7 +234,8 @@ class GenerationLoop:
         if self._sensitivity is None:
             return []
         handmade = handmade_config(threads, runtime, ptq.precision, ptq.per_channel)
-        shaped = sensitivity_seeds(handmade, self._sensitivity, self.space, mild=not close)
+        sens = replace(self._sensitivity, depth_saved=self._depth_savings(ptq, ptq_p50))
+        shaped = sensitivity_seeds(handmade, sens, self.space, mild=not close)
         if not close:
             return shaped
         twins = [c.replace(precision=Precision.FP32).canonical() for c in shaped]
@@ -253,6 +256,29 @@ class GenerationLoop:
         self.events.message(f"sensitivity: validation drop {self._describe(sens)} "
                             f"({time.monotonic() - t0:.1f}s)")
         return sens
+
+    def _depth_savings(self, ptq: CandidateConfig, ptq_p50: float) -> tuple[float | None, ...]:
+        """Per depth stage, the fraction of ``ptq``'s p50 (``ptq_p50``) saved by removing one
+        block from that stage alone, each a recorded trial on this runtime (no fine-tune); empty
+        where fewer than two stages are open, since there is nothing to rank. Why measured: the
+        cost of a block is the runtime's, not its FLOPs (a ResNet's stages have about equal
+        FLOPs per block, and fashion-mnist's high-resolution one held most of the time)."""
+        drops = self._sensitivity.depth_drops
+        if sum(d is not None for d in drops) < 2:
+            return ()
+        saved: list[float | None] = []
+        for k, d in enumerate(drops):
+            t = None
+            if d is not None and not self.budget.out_of_time():
+                t = self.book.run_trial(self.space.decode(self.space.encode(
+                    ptq.replace(**{DEPTH_GENES[k]: 1}))), 0)
+            # measured even when infeasible, as an untrained shortened model mostly is
+            m = None if t is None else t.measurement
+            saved.append(None if m is None else 1 - m.p50_ms / ptq_p50)
+        shown = ", ".join("-" if s is None else f"{s:.0%}" for s in saved)
+        self.events.message(f"sensitivity on {ptq.runtime}: p50 saved by removing one block from a "
+                            f"depth stage alone: {shown}")
+        return tuple(saved)
 
     @staticmethod
     def _describe(sens: Sensitivity) -> str:
