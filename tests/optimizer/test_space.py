@@ -147,3 +147,31 @@ def test_sensitive_exclusion_is_not_offered_past_its_weight_limit(monkeypatch):
     assert "(limit 1)" in dict(removed)["quant_exclude"]
     space, removed = _assemble(task, runtimes=("openvino",))  # not ORT's quantizer: nothing to narrow
     assert "(limit 1)" not in dict(removed).get("quant_exclude", "")
+
+
+def test_a_precision_too_slow_everywhere_leaves_the_space():
+    from types import SimpleNamespace
+
+    from petra.exporters import Precision
+    from petra.optimizer.search import GenerationLoop
+    from petra.optimizer.space import SLOW_PTQ, slow_precisions
+
+    # fashion-mnist's ResNet on ORT: dynamic INT8 (ConvInteger) 5.6x FP32 with either weight scale
+    ratios = {Precision.INT8_DYNAMIC: [5.57, 5.52], Precision.INT8_STATIC: [0.33, 0.34]}
+    assert slow_precisions(ratios) == {Precision.INT8_DYNAMIC: 5.52}
+    # fast on one runtime, or not measured (its PTQ build failed): it stays
+    assert slow_precisions({Precision.INT8_STATIC: [3.0, SLOW_PTQ - 0.01], Precision.INT8_DYNAMIC: []}) == {}
+    assert slow_precisions({Precision.FP32: [2.0]}) == {}
+
+    seen = []
+    loop = SimpleNamespace(space=SearchSpace(), _ptq_ratios=ratios, removed=[("qat", "why")],
+                           events=SimpleNamespace(genes_removed=seen.append))
+    kept = GenerationLoop._drop_slow_precisions(loop)
+    assert Precision.INT8_DYNAMIC not in kept and kept == loop.space.precision
+    assert Precision.FP32 in kept and Precision.INT8_STATIC in kept
+    assert loop.removed[0] == ("qat", "why") and loop.removed[1][0] == "precision"
+    assert "int8_dynamic" in loop.removed[1][1] and "5.5x" in loop.removed[1][1]
+    assert seen == [loop.removed[1:]]
+    # nothing slow: the space is left as it was
+    loop = SimpleNamespace(space=SearchSpace(), _ptq_ratios={Precision.INT8_STATIC: [0.3]}, removed=[])
+    assert GenerationLoop._drop_slow_precisions(loop) == SearchSpace().precision and not loop.removed

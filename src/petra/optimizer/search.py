@@ -29,7 +29,7 @@ from petra.optimizer.sensitivity import (
     skips_cheap_pass,
     stage_sensitivity,
 )
-from petra.optimizer.space import handmade_config, ptq_configs, seed_configs
+from petra.optimizer.space import SLOW_PTQ, handmade_config, ptq_configs, seed_configs, slow_precisions
 from petra.optimizer.trials import TrialBook
 
 
@@ -115,13 +115,32 @@ def build_cost(cfg: CandidateConfig) -> tuple:
     return cfg.epochs, -sum(getattr(cfg, g) for g in DEPTH_GENES), -sum(ratios) / len(ratios)
 
 
+def expected_build_s(trials: list[Trial], cfg: CandidateConfig) -> float:
+    """What a full build of ``cfg`` is expected to take (0 when it trains nothing, or before
+    the first full build in ``trials`` that trained): the median seconds per fine-tune epoch of
+    those builds times its epochs, plus the median of the rest of a build. Why per epoch:
+    with epochs from 1 to 24 in one run, the median build (4 epochs, 17 s on fashion-mnist)
+    said nothing of a 24-epoch one (75-100 s), which then overran the budget."""
+    if cfg.epochs == 0:
+        return 0.0
+    done = [t for t in trials if t.config.epochs > 0 and t.elapsed_s
+            and t.state is not TrialState.STOPPED_EARLY and "finetune_s" in t.stage_s]
+    if not done:
+        return 0.0
+    train = [sum(t.stage_s.get(k, 0.0) for k in TRAINING_STAGES) for t in done]
+    per_epoch = statistics.median(s / t.config.epochs for s, t in zip(train, done))
+    rest = statistics.median(t.elapsed_s - s for s, t in zip(train, done))
+    return per_epoch * cfg.epochs + max(0.0, rest)
+
+
 class GenerationLoop:
     """NSGA-II's generations: each new genome is built once (the book caches by config key);
     the population is stored after every generation so that a resumed run continues it."""
 
     def __init__(self, cfg: RunConfig, space: SearchSpace, book: TrialBook, budget: Budget,
                  events: Events, on_generation: Callable[[list[Trial]], None],
-                 halving: SuccessiveHalving | None = None) -> None:
+                 halving: SuccessiveHalving | None = None,
+                 removed: list[tuple[str, str]] | None = None) -> None:
         self.cfg, self.space, self.book, self.budget, self.events = cfg, space, book, budget, events
         #: called with the front after each generation (the results file is rewritten there)
         self.on_generation = on_generation
@@ -134,6 +153,10 @@ class GenerationLoop:
         self.stagnation = Stagnation(cfg.stagnation, book.store.get_meta("stagnation", None))
         #: why the loop ended early ("stagnated"), or None
         self.stopped: str | None = None
+        #: (gene, reason) of what the run's space lost: the loop adds the slow PTQ precisions
+        self.removed = removed if removed is not None else []
+        #: each PTQ precision's p50 over FP32's, per runtime and weight scale (see slow_precisions)
+        self._ptq_ratios: dict[Precision, list[float]] = {}
 
     def evaluate_batch(self, genomes: list[tuple[int, ...]], generation: int) -> list[list[float]]:
         """One generation's new candidates, their fitness in the order of ``genomes``. The
@@ -161,21 +184,7 @@ class GenerationLoop:
                 for c in configs]
 
     def _expected_s(self, cfg: CandidateConfig) -> float:
-        """What a full build of ``cfg`` is expected to take (0 when it trains nothing, or before
-        this run's first full build that trained): the median seconds per fine-tune epoch of
-        those builds times its epochs, plus the median of the rest of a build. Why per epoch:
-        with epochs from 1 to 24 in one run, the median build (4 epochs, 17 s on fashion-mnist)
-        said nothing of a 24-epoch one (75-100 s), which then overran the budget."""
-        if cfg.epochs == 0:
-            return 0.0
-        done = [t for t in self.book.trials if t.config.epochs > 0 and t.elapsed_s
-                and t.state is not TrialState.STOPPED_EARLY and "finetune_s" in t.stage_s]
-        if not done:
-            return 0.0
-        train = [sum(t.stage_s.get(k, 0.0) for k in TRAINING_STAGES) for t in done]
-        per_epoch = statistics.median(s / t.config.epochs for s, t in zip(train, done))
-        rest = statistics.median(t.elapsed_s - s for s, t in zip(train, done))
-        return per_epoch * cfg.epochs + max(0.0, rest)
+        return expected_build_s(self.book.trials, cfg)
 
     def _full_pass(self, configs: list[CandidateConfig], full: list[int], genomes, generation: int) -> None:
         finished = self.book.build_trials([configs[i] for i in full], generation)
@@ -202,6 +211,9 @@ class GenerationLoop:
             if self.budget.out_of_time():
                 break
             t = self.book.run_trial(self.space.decode(self.space.encode(c)), 0)
+            if t.measurement is not None:  # its speed, feasible or not
+                self._ptq_ratios.setdefault(c.precision, []).append(
+                    t.measurement.p50_ms / base.measurement.p50_ms)
             if t.ok and t.measurement.p50_ms < fastest:
                 best, fastest = t.config, t.measurement.p50_ms
         return best, fastest / base.measurement.p50_ms
@@ -217,8 +229,24 @@ class GenerationLoop:
                                    precision=ptq.precision, per_channel=ptq.per_channel)
             seeds += configs
             handmade += [c for c in configs if c not in shaped or skips_cheap_pass(c)]
+        kept = self._drop_slow_precisions()
+        seeds, handmade = ([c for c in cs if c.precision in kept] for cs in (seeds, handmade))
         return ([self.space.encode(c) for c in seeds],
                 {self.space.decode(self.space.encode(c)).key for c in handmade})
+
+    def _drop_slow_precisions(self) -> tuple[Precision, ...]:
+        """Take the PTQ precisions that measured too slow to win (``slow_precisions``) out of
+        the space, and say so; the precisions left. Their PTQ trials stay in the book."""
+        slow = slow_precisions(self._ptq_ratios)
+        kept = tuple(p for p in self.space.precision if p not in slow)
+        if not slow or not kept:
+            return tuple(self.space.precision)
+        self.space = self.space.replace(precision=kept)
+        removed = [("precision", f"{p.value} taken out: alone it ran {r:.1f}x FP32's p50, and "
+                    f"{SLOW_PTQ}x or more on every runtime") for p, r in slow.items()]
+        self.removed += removed
+        self.events.genes_removed(removed)
+        return kept
 
     def _sensitivity_seeds(self, threads: int, runtime: str, ptq: CandidateConfig,
                            close: bool, ptq_p50: float) -> list[CandidateConfig]:
@@ -261,8 +289,8 @@ class GenerationLoop:
         """Per depth stage, the fraction of ``ptq``'s p50 (``ptq_p50``) saved by removing one
         block from that stage alone, each a recorded trial on this runtime (no fine-tune); empty
         where fewer than two stages are open, since there is nothing to rank. Why measured: the
-        cost of a block is the runtime's, not its FLOPs (a ResNet's stages have about equal
-        FLOPs per block, and fashion-mnist's high-resolution one held most of the time)."""
+        time a block takes is the runtime's, which its FLOPs do not tell (a ResNet's stages have
+        about equal FLOPs per block, at very different activation sizes)."""
         drops = self._sensitivity.depth_drops
         if sum(d is not None for d in drops) < 2:
             return ()

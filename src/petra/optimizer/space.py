@@ -44,6 +44,24 @@ def ptq_configs(threads: int, runtime: str, precisions: tuple[Precision, ...]) -
     return list(dict.fromkeys(configs))
 
 
+#: a post-training precision that alone ran at least this many times FP32's p50, on every
+#: runtime it was measured on, leaves the search space (see ``slow_precisions``)
+SLOW_PTQ = 1.5
+
+
+def slow_precisions(ratios: dict[Precision, list[float]]) -> dict[Precision, float]:
+    """Of ``ratios`` (each PTQ precision's measured p50 over FP32's, every runtime and weight
+    scale), those that ran at least SLOW_PTQ times FP32 in every measurement, with their best
+    ratio. Why: pruning narrows every layer alike, so a precision whose kernels are that much
+    slower on this model cannot win; on fashion-mnist's ResNet, ORT's dynamic INT8
+    (ConvInteger) ran 5.6x FP32 (Xeon AMX VM), and in a 15 min run the GA built four children
+    with it (178 s), none of them of use. Well under that margin, the choice stays: cdnow's GRU
+    ran static INT8 at 1.01x FP32 alone, and pruned INT8 0.0330 ms against pruned FP32's
+    0.0319."""
+    return {p: min(r) for p, r in ratios.items()
+            if p is not Precision.FP32 and r and min(r) >= SLOW_PTQ}
+
+
 def seed_configs(threads: int, runtime: str = ORT, extra: list[CandidateConfig] = (),
                  screened: bool = True, precision: Precision = Precision.INT8_STATIC,
                  per_channel: bool = True) -> list[CandidateConfig]:

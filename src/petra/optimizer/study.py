@@ -81,7 +81,8 @@ class Study:
         self.resumed = self._load_store()
         self.writer = ResultsWriter(cfg, self.task, self.runtimes, self.out)
         self.loop = GenerationLoop(cfg, self.space, self.book, self.budget, self.events,
-                                   on_generation=lambda front: self.write_results(front, None))
+                                   on_generation=lambda front: self.write_results(front, None),
+                                   removed=self.removed_genes)
 
 
     # -- the store --------------------------------------------------------------------------
