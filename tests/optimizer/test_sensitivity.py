@@ -8,7 +8,7 @@ from petra.candidate import CandidateConfig, SearchSpace
 from petra.compression.depth import depth_stages
 from petra.exporters.quantize import Precision
 from petra.optimizer.records import Trial, TrialState
-from petra.optimizer.search import IMPROVEMENT, GenerationLoop, Stagnation, build_cost
+from petra.optimizer.search import IMPROVEMENT, GenerationLoop, Stagnation, build_cost, expected_build_s
 from petra.optimizer.sensitivity import (
     MILD_MEAN,
     Sensitivity,
@@ -174,9 +174,7 @@ def test_a_build_is_expected_to_last_its_epochs_at_the_runs_pace():
     # which the median build (17 s) could not foresee
     trials = [_built(4, 15.0, 17.0), _built(2, 8.0, 10.0), _built(4, 16.0, 18.0),
               _built(1, 1.0, 99.0, TrialState.STOPPED_EARLY)]
-    loop = SimpleNamespace(book=SimpleNamespace(trials=trials))
-    expect = GenerationLoop._expected_s
     # medians: 4 s an epoch, 2 s besides
-    assert expect(loop, CandidateConfig(prune_ratio=0.5, epochs=24)) == 24 * 4.0 + 2.0
-    assert expect(loop, CandidateConfig(prune_ratio=0.5)) == 0.0  # nothing to train: no wait
-    assert expect(SimpleNamespace(book=SimpleNamespace(trials=[])), trials[0].config) == 0.0
+    assert expected_build_s(trials, CandidateConfig(prune_ratio=0.5, epochs=24)) == 24 * 4.0 + 2.0
+    assert expected_build_s(trials, CandidateConfig(prune_ratio=0.5)) == 0.0  # nothing to train: no wait
+    assert expected_build_s([], trials[0].config) == 0.0

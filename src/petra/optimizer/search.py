@@ -178,13 +178,10 @@ class GenerationLoop:
                 self.book.record(t, genomes[i])
         full = sorted((i for i in fresh.values() if configs[i].key not in self.book.by_key),
                       key=lambda i: build_cost(configs[i]))
-        if full and not self.budget.out_of_time(self._expected_s(configs[full[0]])):
+        if full and not self.budget.out_of_time(expected_build_s(self.book.trials, configs[full[0]])):
             self._full_pass(configs, full, genomes, generation)
         return [self.book.by_key[c.key].fitness() if c.key in self.book.by_key else [FAILED] * 3
                 for c in configs]
-
-    def _expected_s(self, cfg: CandidateConfig) -> float:
-        return expected_build_s(self.book.trials, cfg)
 
     def _full_pass(self, configs: list[CandidateConfig], full: list[int], genomes, generation: int) -> None:
         finished = self.book.build_trials([configs[i] for i in full], generation)
@@ -193,7 +190,8 @@ class GenerationLoop:
             for j, t in finished:
                 self.book.record(t, genomes[full[j]])
                 left.discard(j)
-                if left and self.budget.out_of_time(self._expected_s(configs[full[min(left)]])):
+                nxt = configs[full[min(left)]] if left else None
+                if nxt is not None and self.budget.out_of_time(expected_build_s(self.book.trials, nxt)):
                     break
         finally:
             finished.close()
@@ -205,26 +203,30 @@ class GenerationLoop:
         static INT8 suits convolutions and its dynamic INT8 MatMul and LSTM kernels; on a d64
         transformer static INT8 was 1.05x FP32's p50 and dynamic 0.95x, on a small depthwise CNN
         both were slower than FP32, and on ucr-OSULeaf only per-tensor kept the accuracy. With it,
-        its p50 over FP32's (1.0 when FP32 stays)."""
+        its p50 (FP32's when FP32 stays)."""
         best, fastest = base.config, base.measurement.p50_ms
         for c in ptq_configs(base.config.threads, runtime, tuple(self.space.precision)):
             if self.budget.out_of_time():
                 break
-            t = self.book.run_trial(self.space.decode(self.space.encode(c)), 0)
+            t = self._run_snapped(c)
             if t.measurement is not None:  # its speed, feasible or not
                 self._ptq_ratios.setdefault(c.precision, []).append(
                     t.measurement.p50_ms / base.measurement.p50_ms)
             if t.ok and t.measurement.p50_ms < fastest:
                 best, fastest = t.config, t.measurement.p50_ms
-        return best, fastest / base.measurement.p50_ms
+        return best, fastest
+
+    def _run_snapped(self, config: CandidateConfig) -> Trial:
+        """The recorded trial of ``config`` snapped to the space's choices (a seed's probe)."""
+        return self.book.run_trial(self.space.decode(self.space.encode(config)), 0)
 
     def _seeds(self) -> tuple[list[tuple[int, ...]], set[str]]:
         """The first population's seeds, and the keys of the hand-made ones among them."""
         seeds, handmade = [], []
         for runtime, base in self.book.baselines.items():
-            threads, (ptq, ptq_ratio) = base.config.threads, self._fastest_ptq(base, runtime)
-            shaped = self._sensitivity_seeds(threads, runtime, ptq, close=ptq_ratio > CLEAR_PTQ,
-                                             ptq_p50=ptq_ratio * base.measurement.p50_ms)
+            threads, (ptq, ptq_p50) = base.config.threads, self._fastest_ptq(base, runtime)
+            close = ptq_p50 / base.measurement.p50_ms > CLEAR_PTQ
+            shaped = self._sensitivity_seeds(threads, runtime, ptq, close=close, ptq_p50=ptq_p50)
             configs = seed_configs(threads, runtime, shaped, screened=self.cfg.screen_settings,
                                    precision=ptq.precision, per_channel=ptq.per_channel)
             seeds += configs
@@ -298,8 +300,7 @@ class GenerationLoop:
         for k, d in enumerate(drops):
             t = None
             if d is not None and not self.budget.out_of_time():
-                t = self.book.run_trial(self.space.decode(self.space.encode(
-                    ptq.replace(**{DEPTH_GENES[k]: 1}))), 0)
+                t = self._run_snapped(ptq.replace(**{DEPTH_GENES[k]: 1}))
             # measured even when infeasible, as an untrained shortened model mostly is
             m = None if t is None else t.measurement
             saved.append(None if m is None else 1 - m.p50_ms / ptq_p50)
