@@ -31,6 +31,7 @@ from petra.optimizer.sensitivity import (
 )
 from petra.optimizer.space import SLOW_PTQ, handmade_config, ptq_configs, seed_configs, slow_precisions
 from petra.optimizer.trials import TrialBook
+from petra.optimizer.twins import twin_configs
 
 
 class Budget:
@@ -179,22 +180,35 @@ class GenerationLoop:
         full = sorted((i for i in fresh.values() if configs[i].key not in self.book.by_key),
                       key=lambda i: build_cost(configs[i]))
         if full and not self.budget.out_of_time(expected_build_s(self.book.trials, configs[full[0]])):
-            self._full_pass(configs, full, genomes, generation)
+            self._twin_pass(self._full_pass(configs, full, genomes, generation), generation)
         return [self.book.by_key[c.key].fitness() if c.key in self.book.by_key else [FAILED] * 3
                 for c in configs]
 
-    def _full_pass(self, configs: list[CandidateConfig], full: list[int], genomes, generation: int) -> None:
+    def _full_pass(self, configs: list[CandidateConfig], full: list[int], genomes,
+                   generation: int) -> list[Trial]:
         finished = self.book.build_trials([configs[i] for i in full], generation)
-        left = set(range(len(full)))
+        left, built = set(range(len(full))), []
         try:
             for j, t in finished:
-                self.book.record(t, genomes[full[j]])
+                built.append(self.book.record(t, genomes[full[j]]))
                 left.discard(j)
                 nxt = configs[full[min(left)]] if left else None
                 if nxt is not None and self.budget.out_of_time(expected_build_s(self.book.trials, nxt)):
                     break
         finally:
             finished.close()
+        return built
+
+    def _twin_pass(self, built: list[Trial], generation: int) -> None:
+        """The post-training twins of the batch's new trained candidates (``twin_configs``):
+        seconds each, since their torch stage is cached. They join the book and the front; the
+        population keeps the genomes NSGA-II made."""
+        for t in built:
+            base = self.book.baselines.get(t.config.runtime, self.book.baseline)
+            for c in twin_configs(t, self.space, base, self.book.recorded, self.cfg.max_drop):
+                if self.budget.out_of_time():
+                    return
+                self.book.run_trial(c, generation, self.space.encode(c))
 
     def _fastest_ptq(self, base: Trial, runtime: str) -> tuple[CandidateConfig, float]:
         """The hand-made seeds' quantization: the fastest feasible of FP32 and each

@@ -102,9 +102,13 @@ class TrialBook:
     def run_trial(self, config: CandidateConfig, generation: int, genome=None) -> Trial:
         """The recorded trial of ``config``: built and measured once, then from the book."""
         config = config.without_settings() if self.screened else config.canonical()
-        if config.key in self.by_key:
-            return self.by_key[config.key]
-        return self.record(self.build_trial(config, generation), genome)
+        return self.recorded(config) or self.record(self.build_trial(config, generation), genome)
+
+    def recorded(self, config: CandidateConfig) -> Trial | None:
+        """The trial of ``config`` if the book holds one (in a screened search, asked for at
+        any setting)."""
+        config = config.without_settings() if self.screened else config.canonical()
+        return self.by_key.get(config.key)
 
     def build_trial(self, config: CandidateConfig, generation: int,
                     fidelity: Fidelity | None = None) -> Trial:
