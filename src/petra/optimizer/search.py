@@ -21,8 +21,8 @@ from petra.optimizer.hypervolume import normalized_hypervolume
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import FAILED, Trial, TrialState, pick_best
 from petra.optimizer.sensitivity import (
-    PROBE_RATIO,
     Sensitivity,
+    describe,
     open_depth,
     open_stages,
     sensitivity_seeds,
@@ -31,7 +31,7 @@ from petra.optimizer.sensitivity import (
 )
 from petra.optimizer.space import SLOW_PTQ, handmade_config, ptq_configs, seed_configs, slow_precisions
 from petra.optimizer.trials import TrialBook
-from petra.optimizer.twins import twin_configs
+from petra.optimizer.twins import quantization, twin_configs
 
 
 class Budget:
@@ -205,7 +205,11 @@ class GenerationLoop:
         population keeps the genomes NSGA-II made."""
         for t in built:
             base = self.book.baselines.get(t.config.runtime, self.book.baseline)
-            for c in twin_configs(t, self.space, base, self.book.recorded, self.cfg.max_drop):
+            twins = twin_configs(t, self.space, base, self.book.recorded, self.cfg.max_drop)
+            if twins:
+                self.events.message(f"twins of trial {t.number} ({t.config.precision.value}): "
+                                    + ", ".join(map(quantization, twins)))
+            for c in twins:
                 if self.budget.out_of_time():
                     return
                 self.book.run_trial(c, generation, self.space.encode(c))
@@ -297,7 +301,7 @@ class GenerationLoop:
         except Exception as exc:  # a seed helps the search; it is never a reason to stop it
             self.events.message(f"sensitivity pass skipped ({type(exc).__name__}: {exc})")
             return None
-        self.events.message(f"sensitivity: validation drop {self._describe(sens)} "
+        self.events.message(f"sensitivity: validation drop {describe(sens)} "
                             f"({time.monotonic() - t0:.1f}s)")
         return sens
 
@@ -322,17 +326,6 @@ class GenerationLoop:
         self.events.message(f"sensitivity on {ptq.runtime}: p50 saved by removing one block from a "
                             f"depth stage alone: {shown}")
         return tuple(saved)
-
-    @staticmethod
-    def _describe(sens: Sensitivity) -> str:
-        parts = []
-        if sens.drops:
-            parts.append(f"with one depth stage pruned {PROBE_RATIO:.0%} alone: "
-                         + ", ".join(f"{d:.2f}" for d in sens.drops))
-        if any(d is not None for d in sens.depth_drops):
-            parts.append("with one block removed from a depth stage alone: " + ", ".join(
-                "-" if d is None else f"{d:.2f}" for d in sens.depth_drops))
-        return "; ".join(parts)
 
     def _stagnated(self, front: list[Trial]) -> bool:
         hv = front_hypervolume(front, self.book.baseline, self.cfg.max_drop)

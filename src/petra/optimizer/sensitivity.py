@@ -166,3 +166,15 @@ def _shaped(template: CandidateConfig, sens: Sensitivity, space: SearchSpace, me
         offered = [c for c in getattr(space, gene) if c is not None]
         stages[gene] = min(offered, key=lambda c: abs(c - r)) if offered else None
     return template.replace(prune_ratio=mean, **stages).canonical()
+
+
+def describe(sens: Sensitivity) -> str:
+    """The sensitivity pass's drops as the log states them."""
+    parts = []
+    if sens.drops:
+        parts.append(f"with one depth stage pruned {PROBE_RATIO:.0%} alone: "
+                     + ", ".join(f"{d:.2f}" for d in sens.drops))
+    if any(d is not None for d in sens.depth_drops):
+        parts.append("with one block removed from a depth stage alone: " + ", ".join(
+            "-" if d is None else f"{d:.2f}" for d in sens.depth_drops))
+    return "; ".join(parts)

@@ -69,3 +69,10 @@ def twin_configs(trial: Trial, space: SearchSpace, base: Trial, lookup: Lookup,
                 else (ref.drop or 0.0) < (own.drop or 0.0)):
             twins.setdefault(twin.key, twin)
     return list(twins.values())
+
+
+def quantization(config: CandidateConfig) -> str:
+    """A config's TWIN_GENES in words, for the log."""
+    if config.precision is Precision.FP32:
+        return "fp32"
+    return f"{config.precision.value} {'per-channel' if config.per_channel else 'per-tensor'}"
