@@ -153,6 +153,21 @@ def test_multi_fidelity_halves_a_generation(tiny_task, tmp_path):
     assert study.loop.evaluate_batch(genomes, 2) == fits and len(study.trials) == before + 4
 
 
+def test_a_child_that_removes_a_block_skips_the_cheap_pass(tiny_task, tmp_path):
+    """Beside the 4 candidates that halving ranks, one that removes a residual block: it is built
+    at full fidelity whatever its cheap score would have been, as a block-removing seed is."""
+    from petra.compression.depth import DEPTH_GENES
+
+    study, genomes, before = _four_trainable_candidates(tiny_task, tmp_path)
+    depth = next(g for g in DEPTH_GENES if len(getattr(study.space, g)) > 1)
+    shortened = study.space.decode(genomes[0]).replace(**{depth: 1})
+    study.loop.evaluate_batch([*genomes, study.space.encode(shortened)], 1)
+    new = {t.config.without_settings().key: t for t in study.trials[before:]}
+    assert len(new) == 5 and [t.state.value for t in new.values()].count("STOPPED") == 2
+    built = new[study.space.decode(study.space.encode(shortened)).key]
+    assert built.state.value != "STOPPED" and "-low" not in built.artifact
+
+
 def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
     """The budget ends after the first cheap fine-tune: the other three are not built, nothing
     half-ranked is recorded, and the generation ends at once."""

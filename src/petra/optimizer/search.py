@@ -25,6 +25,7 @@ from petra.optimizer.sensitivity import (
     describe,
     open_depth,
     open_stages,
+    removes_blocks,
     sensitivity_seeds,
     skips_cheap_pass,
     stage_sensitivity,
@@ -165,14 +166,14 @@ class GenerationLoop:
         an expert would build by hand, and a short fine-tune under-rates exactly the aggressive
         pruning it needs (cdnow, with a cheap pass of 1 epoch on a quarter of the data:
         prune-50% + KD + INT8 scored 72.63 cheap and 73.87, the baseline's AUC, at full
-        fidelity)."""
+        fidelity). So does any candidate that removes a block (``removes_blocks``)."""
         configs = [self.space.decode(g) for g in genomes]
         fresh: dict[str, int] = {}
         for i, c in enumerate(configs):
             if c.key not in self.book.by_key and c.key not in fresh:
                 fresh[c.key] = i
-        trainable = [i for i in fresh.values()
-                     if configs[i].epochs > 0 and configs[i].key not in self.seed_keys]
+        trainable = [i for i in fresh.values() if configs[i].epochs > 0
+                     and configs[i].key not in self.seed_keys and not removes_blocks(configs[i])]
         if self.cfg.multi_fidelity and len(trainable) >= 2 and not self.budget.out_of_time():
             stopped = self.halving.stopped(self.book, configs, trainable, generation, self.budget.out_of_time)
             for i, t in stopped.items():
