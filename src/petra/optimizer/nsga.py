@@ -44,6 +44,7 @@ def run_nsga2(
     on_generation: Callable[[int, list[Genome]], bool] | None = None,
     start_generation: int = 0,
     batched: bool = False,
+    repair: Callable[[list[Genome]], list[Genome]] | None = None,
 ) -> int:
     """Evolve; ``evaluate(genome, generation)`` returns the maximised objectives.
 
@@ -52,7 +53,9 @@ def run_nsga2(
     ``on_generation(completed, population)`` is called once with the initial population
     (completed = ``start_generation``) and after every generation; returning True stops the
     search cleanly. To resume, pass the stored population as ``seeds`` and the generation it
-    belongs to as ``start_generation``. Returns the number of completed generations.
+    belongs to as ``start_generation``. ``repair(children)`` sees each generation's children
+    after crossover and mutation and returns them, some changed, before they are evaluated.
+    Returns the number of completed generations.
     """
     rng = np.random.default_rng(seed + start_generation)
     init = initial_population(space, population, seeds, rng)
@@ -73,6 +76,11 @@ def run_nsga2(
             return "stop"
         return None
 
+    def on_mutation(ga, offspring):
+        if repair is None:
+            return None
+        return np.array(repair([tuple(int(g) for g in child) for child in offspring]), dtype=int)
+
     ga = pygad.GA(
         num_generations=generations,
         num_parents_mating=max(2, population // 2),
@@ -90,6 +98,7 @@ def run_nsga2(
         random_seed=seed + start_generation,
         suppress_warnings=True,
         on_generation=after_generation,
+        on_mutation=on_mutation,
     )
     ga.run()
     return start_generation + int(ga.generations_completed)

@@ -20,6 +20,7 @@ from petra.optimizer.halving import SuccessiveHalving
 from petra.optimizer.hypervolume import normalized_hypervolume
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import FAILED, Trial, TrialState, pick_best
+from petra.optimizer.repair import repair_children
 from petra.optimizer.sensitivity import (
     Sensitivity,
     describe,
@@ -387,4 +388,5 @@ class GenerationLoop:
                             f"stop after {self.cfg.stagnation} without a better front")
         run_nsga2(self.space, self.evaluate_batch, generations=(cap or UNCAPPED) - start,
                   population=self.cfg.population, seeds=seeds, seed=self.cfg.seed,
-                  on_generation=on_generation, start_generation=start, batched=True)
+                  on_generation=on_generation, start_generation=start, batched=True,
+                  repair=lambda cs: repair_children(cs, self.space, self.book.trials, self.events.message))

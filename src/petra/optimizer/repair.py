@@ -1,0 +1,108 @@
+"""Repair of GA children that change the model and train nothing, where the book shows that
+an untrained change no larger than theirs already missed the constraint.
+
+Why: uniform crossover between a trained model-changing parent (the deep seed: blocks removed,
+24 epochs of distillation) and an untrained one (PTQ alone, FP32) gives many children the
+architecture genes of the first and the epochs 0 of the second. On fashion-mnist (Xeon AMX VM,
+15 min per searcher) 13 of 48 trials were untrained shortened or pruned models (10 of them such
+children); all lost 1.7-83 points, and they filled the population the next parents came from.
+Their shapes were never tried with the training that makes them work.
+
+A child is repaired on evidence: pruning more channels or removing more blocks without
+training is not expected to lose less than a smaller untrained change of the same kind, so
+once a smaller such change was infeasible, the child is taken to be too. A small untrained
+change can be feasible (one block of fashion-mnist's last stage removed untrained lost 0.23
+points), and such children are left as they are. The repaired child takes the training genes
+(the fine-tune's and the regularizer's) of the nearest feasible trained trial that changed the
+model: the training that made a similar shape work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from petra.candidate import TORCH_GENES
+from petra.compression.depth import DEPTH_GENES
+from petra.compression.lowrank import LowRank
+from petra.compression.pruning import stage_ratios
+from petra.compression.regularizers import Regularization
+from petra.compression.training import FineTune
+from petra.optimizer.genome import CandidateConfig, SearchSpace
+from petra.optimizer.records import Trial, TrialState
+
+#: the genes that say how a changed model is trained, declared by their passes
+TRAINING_GENES: tuple[str, ...] = tuple(g.name for p in (FineTune, Regularization) for g in p.genes)
+
+
+def model_change(config: CandidateConfig) -> tuple[float, ...]:
+    """How much ``config`` changes the torch model, per component: each depth stage's pruning
+    ratio, blocks removed per depth stage, low-rank ratios. All zero: the model as given."""
+    return (*stage_ratios(config), *(getattr(config, g, 0) for g in DEPTH_GENES),
+            *(getattr(config, g.name) or 0.0 for g in LowRank.genes))
+
+
+def _changes(config: CandidateConfig) -> bool:
+    return any(v > 0 for v in model_change(config))
+
+
+def _at_most(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x <= y for x, y in zip(a, b))
+
+
+def untrained_evidence(config: CandidateConfig, trials: Sequence[Trial]) -> Trial | None:
+    """An infeasible untrained trial whose model change is at most ``config``'s in every
+    component: the evidence that ``config``, untrained, is infeasible too (None when there is
+    none, or when ``config`` trains or changes nothing)."""
+    if config.epochs > 0 or not _changes(config):
+        return None
+    change = model_change(config)
+    for t in trials:
+        c = t.config
+        if (t.state is TrialState.INFEASIBLE and c.epochs == 0 and _changes(c)
+                and _at_most(model_change(c), change)):
+            return t
+    return None
+
+
+def training_donor(config: CandidateConfig, trials: Sequence[Trial]) -> Trial | None:
+    """The feasible trained trial that changed the model and is nearest to ``config`` (fewest
+    torch genes apart, the training genes aside), the faster one on a tie."""
+    others = [g for g in TORCH_GENES if g not in TRAINING_GENES]
+    donors = [t for t in trials if t.ok and t.config.epochs > 0 and _changes(t.config)]
+    if not donors:
+        return None
+    return min(donors, key=lambda t: (sum(getattr(t.config, g) != getattr(config, g) for g in others),
+                                      t.measurement.p50_ms))
+
+
+def repair(genome: tuple[int, ...], space: SearchSpace,
+           trials: Sequence[Trial]) -> tuple[tuple[int, ...], str | None]:
+    """``genome``, or its repaired version with a line for the log saying why."""
+    config = space.decode(genome)
+    evidence = untrained_evidence(config, trials)
+    donor = training_donor(config, trials) if evidence is not None else None
+    if donor is None:
+        return genome, None
+    # only the training genes' indices change: the genes the child does not express keep theirs
+    donor_genome, names = space.encode(donor.config), space.gene_names
+    fixed = tuple(donor_genome[i] if n in TRAINING_GENES else g
+                  for i, (n, g) in enumerate(zip(names, genome)))
+    if fixed == tuple(genome):
+        return genome, None
+    why = (f"repair: a child changes the model untrained, as trial {evidence.number} did with a "
+           f"smaller change (lost {evidence.drop:.2f}); it trains like trial {donor.number} "
+           f"({donor.config.epochs} epochs, {donor.config.regularizer.value})")
+    return fixed, why
+
+
+def repair_children(children: list[tuple[int, ...]], space: SearchSpace, trials: Sequence[Trial],
+                    log: Callable[[str], None]) -> list[tuple[int, ...]]:
+    """NSGA-II's children after crossover and mutation, each through ``repair``; the reason
+    of each repair goes to ``log``."""
+    out = []
+    for child in children:
+        fixed, why = repair(child, space, trials)
+        if why:
+            log(why)
+        out.append(fixed)
+    return out
