@@ -85,3 +85,29 @@ def test_nsga2_evaluates_the_repaired_children():
     later = [g for g, gen in seen if gen > 0]
     assert later and all(g[b] != 1 for g in later)
     assert any(g[b] == 1 for g, gen in seen if gen == 0)  # the first population is not repaired
+
+
+def test_nsga2_breeds_from_the_adopted_population():
+    """What ``adopt`` returns replaces the evaluated population, with its fitness asked of the
+    evaluator, and the next generation's parents come from it."""
+    space = SearchSpace()
+    b = space.gene_names.index("precision")
+    seen: list[tuple[int, ...]] = []
+    asked: list[tuple[int, ...]] = []
+
+    def evaluate(genomes, generation):
+        seen.extend(genomes)
+        return [[float(g[0]), float(-g[0])] for g in genomes]
+
+    def no_precision_2(population):
+        out = [tuple(0 if i == b and g == 2 else g for i, g in enumerate(p)) for p in population]
+        asked.extend(o for o, p in zip(out, population) if o != p)
+        return out
+
+    populations = []
+    run_nsga2(space, evaluate, generations=3, population=8, seed=5, batched=True, adopt=no_precision_2,
+              on_generation=lambda done, pop: populations.append((done, pop)) and False)
+    assert asked and all(a in seen for a in asked)  # the adopted genomes' fitness was asked for
+    assert [d for d, _ in populations] == [0, 1, 2, 3]
+    assert any(g[b] == 2 for g in populations[0][1])  # the first population, before adoption
+    assert all(g[b] != 2 for _, pop in populations[1:] for g in pop)

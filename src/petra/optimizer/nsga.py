@@ -45,6 +45,7 @@ def run_nsga2(
     start_generation: int = 0,
     batched: bool = False,
     repair: Callable[[list[Genome]], list[Genome]] | None = None,
+    adopt: Callable[[list[Genome]], list[Genome]] | None = None,
 ) -> int:
     """Evolve; ``evaluate(genome, generation)`` returns the maximised objectives.
 
@@ -55,6 +56,8 @@ def run_nsga2(
     search cleanly. To resume, pass the stored population as ``seeds`` and the generation it
     belongs to as ``start_generation``. ``repair(children)`` sees each generation's children
     after crossover and mutation and returns them, some changed, before they are evaluated.
+    ``adopt(population)`` sees each evaluated population and returns it with members replaced
+    by genomes already evaluated (the next parents are drawn from what it returns).
     Returns the number of completed generations.
     """
     rng = np.random.default_rng(seed + start_generation)
@@ -71,6 +74,8 @@ def run_nsga2(
 
     def after_generation(ga):
         state["generation"] = start_generation + ga.generations_completed
+        if adopt is not None:
+            _adopt(ga, adopt, fitness)
         pop = [tuple(int(g) for g in sol) for sol in ga.population]
         if on_generation is not None and on_generation(state["generation"], pop):
             return "stop"
@@ -102,3 +107,17 @@ def run_nsga2(
     )
     ga.run()
     return start_generation + int(ga.generations_completed)
+
+
+def _adopt(ga: pygad.GA, adopt: Callable[[list[Genome]], list[Genome]], fitness) -> None:
+    """Replace members of ``ga``'s population by what ``adopt`` returns, with their fitness
+    (already evaluated genomes: the evaluator answers from its records)."""
+    pop = [tuple(int(g) for g in sol) for sol in ga.population]
+    new = adopt(pop)
+    changed = [i for i, (a, b) in enumerate(zip(pop, new)) if a != b]
+    if not changed:
+        return
+    ga.population[changed] = np.array([new[i] for i in changed], dtype=ga.population.dtype)
+    scores = fitness(ga, np.array([new[i] for i in changed]), None) if ga.fitness_batch_size else \
+        [fitness(ga, np.array(new[i]), i) for i in changed]
+    ga.last_generation_fitness[changed] = np.array(scores, dtype=float)

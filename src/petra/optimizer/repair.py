@@ -27,7 +27,7 @@ from petra.compression.lowrank import LowRank
 from petra.compression.pruning import stage_ratios
 from petra.compression.regularizers import Regularization
 from petra.compression.training import FineTune
-from petra.optimizer.genome import CandidateConfig, SearchSpace
+from petra.optimizer.genome import CandidateConfig, SearchSpace, graft
 from petra.optimizer.records import Trial, TrialState
 
 #: the genes that say how a changed model is trained, declared by their passes
@@ -83,10 +83,7 @@ def repair(genome: tuple[int, ...], space: SearchSpace,
     donor = training_donor(config, trials) if evidence is not None else None
     if donor is None:
         return genome, None
-    # only the training genes' indices change: the genes the child does not express keep theirs
-    donor_genome, names = space.encode(donor.config), space.gene_names
-    fixed = tuple(donor_genome[i] if n in TRAINING_GENES else g
-                  for i, (n, g) in enumerate(zip(names, genome)))
+    fixed = graft(space, genome, donor.config, TRAINING_GENES)
     if fixed == tuple(genome):
         return genome, None
     why = (f"repair: a child changes the model untrained, as trial {evidence.number} did with a "

@@ -33,7 +33,7 @@ from petra.optimizer.sensitivity import (
 )
 from petra.optimizer.space import SLOW_PTQ, handmade_config, ptq_configs, seed_configs, slow_precisions
 from petra.optimizer.trials import TrialBook
-from petra.optimizer.twins import quantization, twin_configs
+from petra.optimizer.twins import adopt_twins, quantization, twin_configs
 
 
 class Budget:
@@ -389,4 +389,5 @@ class GenerationLoop:
         run_nsga2(self.space, self.evaluate_batch, generations=(cap or UNCAPPED) - start,
                   population=self.cfg.population, seeds=seeds, seed=self.cfg.seed,
                   on_generation=on_generation, start_generation=start, batched=True,
-                  repair=lambda cs: repair_children(cs, self.space, self.book.trials, self.events.message))
+                  repair=lambda cs: repair_children(cs, self.space, self.book.trials, self.events.message),
+                  adopt=lambda pop: adopt_twins(pop, self.space, self.book.recorded, self.book.trials))
