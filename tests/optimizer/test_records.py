@@ -1,10 +1,19 @@
 import dataclasses
 
+import numpy as np
 import pytest
 
 from petra.models.base import ACCURACY, Metric
 from petra.optimizer.genome import CandidateConfig
-from petra.optimizer.records import Prefer, Trial, TrialState, dominates, pareto_front, pick_best
+from petra.optimizer.records import (
+    Prefer,
+    Trial,
+    TrialState,
+    divergence,
+    dominates,
+    pareto_front,
+    pick_best,
+)
 from petra.profilers.measure import Measurement
 from petra.profilers.timing import Timing
 
@@ -87,6 +96,31 @@ def test_fitness_is_the_negated_drop_for_either_direction():
     acc = _trial(1, 97.0, 1.0, 1000)
     mse = _trial(2, 0.27, 1.0, 1000, metric=MSE, base=0.25)
     assert acc.fitness()[0] == pytest.approx(-2.0) and mse.fitness()[0] == pytest.approx(-0.02)
+
+
+def test_equal_drops_are_ordered_by_divergence_and_unequal_ones_are_not():
+    """OSULeaf's saturated validation split: INT8 alone and a pruned model both at drop 0. The
+    pruned one is faster, the INT8 one closer to the baseline's outputs: both stay on the front.
+    A real difference of drops still decides, whatever the divergences."""
+    int8 = dataclasses.replace(_trial(1, 99.0, 0.52, 600), divergence=0.001)
+    pruned = dataclasses.replace(_trial(2, 99.0, 0.37, 300), divergence=0.2)
+    assert pareto_front([int8, pruned]) == [pruned, int8]
+    unknown = dataclasses.replace(int8, divergence=None)  # e.g. a resumed run's trial
+    blind = dataclasses.replace(pruned, divergence=None)
+    assert pareto_front([unknown, blind]) == [blind]
+    lost = dataclasses.replace(_trial(3, 98.9, 0.6, 700), divergence=0.0)  # drop 0.1, faithful
+    assert dominates(int8, lost) and not dominates(lost, int8)
+    assert pareto_front([int8, pruned, lost]) == [pruned, int8]
+
+
+def test_divergence_is_relative_to_the_baselines_spread():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 3, (50, 4))
+    assert divergence(base, base) == 0.0
+    assert divergence(base, base + rng.normal(0, 0.3, base.shape)) == pytest.approx(0.01, rel=0.3)
+    assert divergence(base, -10 * base) == 1.0  # clipped
+    assert divergence(base, base[:, :3]) is None and divergence(None, base) is None
+    assert divergence(np.ones((5, 2)), np.zeros((5, 2))) is None  # no spread to compare to
 
 
 def test_trials_are_immutable_and_old_pruned_state_reads():

@@ -100,6 +100,9 @@ def test_a_real_runs_twins_share_the_trained_stage(tiny_task, tmp_path):
         study.builder.close()
     twins = study.trials[before:]
     assert len(twins) == sum(map(len, expected)) >= 1
+    # every trial judged after the baseline knows how far its outputs are from the baseline's
+    assert all(0 <= t.divergence <= 1 for t in study.trials[1:]) and study.trials[0].divergence is None
+    assert study.trials[1].entry("accuracy")["metric"]["divergence_val"] == study.trials[1].divergence
     for t, want in zip(trained, expected):
         for c in want:
             twin = study.book.recorded(c)

@@ -18,7 +18,7 @@ from petra.fidelity import Fidelity
 from petra.models.base import Task
 from petra.optimizer.events import Events
 from petra.optimizer.genome import CandidateConfig
-from petra.optimizer.records import Trial, TrialState, pareto_front
+from petra.optimizer.records import Trial, TrialState, divergence, pareto_front
 from petra.optimizer.store import StudyStore
 
 #: see ``TrialBook.to_remeasure``: search figures are noisy (a 20% swing between runs is common
@@ -151,8 +151,10 @@ class TrialBook:
             state, reason = TrialState.INFEASIBLE, f"metric drop {decisive:.2f} > max_drop {self.max_drop}"
             if bounds is not None:
                 reason += f" (upper {self.task.drop_confidence:.0%} bound; point {drop:.2f})"
+        base_out = None if self.baseline is None else self.val_outputs.get(self.baseline.config.key)
         return Trial(number=len(self.trials), generation=generation, config=config, state=state,
                      reason=reason, val=built.val, test=built.test, drop=drop, drop_bounds=bounds,
+                     divergence=divergence(base_out, built.val_outputs),
                      measurement=built.measurement, artifact=str(built.artifact.path.relative_to(self.out)),
                      stage_s=built.stage_s, elapsed_s=outcome.elapsed_s)
 
