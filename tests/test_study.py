@@ -187,6 +187,27 @@ def test_budget_stops_the_low_fidelity_pass_part_way(tiny_task, tmp_path):
     assert len(study.trials) == before and len(fits) == 4
 
 
+def test_a_cheap_pass_expected_to_overrun_does_not_start(tiny_task, tmp_path):
+    """Once a full trained build is in the book, the cheap pass has an expected length; a
+    budget that cannot hold it starts none of it (nor a full build, expected longer still),
+    where it used to run until the budget was spent and then throw the pass away."""
+    from petra.optimizer.genome import CandidateConfig
+
+    study, genomes, before = _four_trainable_candidates(tiny_task, tmp_path)
+    study.run_trial(CandidateConfig(prune_ratio=0.5, epochs=2, lr=1e-3), 0)
+    built = []
+    real_build = study.book.build_trials
+
+    def counting(configs, generation, fidelity=None):
+        built.append(fidelity)
+        yield from real_build(configs, generation, fidelity)
+
+    study.book.build_trials = counting
+    study.budget.out_of_time = lambda next_s=0.0: next_s > 0  # time for nothing that takes time
+    fits = study.loop.evaluate_batch(genomes, 1)
+    assert built == [] and len(study.trials) == before + 1 and len(fits) == 4
+
+
 def test_resume_into_another_search_space_is_a_one_line_error(tiny_task, tmp_path):
     """Stored genomes are indices into the space the run started with (a newer petra or an
     edited task may have narrowed a gene): resuming into another space says so up front."""

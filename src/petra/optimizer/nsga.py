@@ -86,7 +86,16 @@ def run_nsga2(
             return None
         return np.array(repair([tuple(int(g) for g in child) for child in offspring]), dtype=int)
 
-    ga = pygad.GA(
+    ga = _make_ga(space, init, generations, population, seed + start_generation, fitness,
+                  batched=batched, on_generation=after_generation, on_mutation=on_mutation)
+    ga.run()
+    return start_generation + int(ga.generations_completed)
+
+
+def _make_ga(space: SearchSpace, init: np.ndarray, generations: int, population: int, seed: int,
+             fitness, *, batched: bool, on_generation, on_mutation) -> pygad.GA:
+    """NSGA-II selection, uniform crossover, mutation by a fresh choice of the gene's space."""
+    return pygad.GA(
         num_generations=generations,
         num_parents_mating=max(2, population // 2),
         fitness_func=fitness,
@@ -100,13 +109,11 @@ def run_nsga2(
         mutation_type="random",
         mutation_by_replacement=True,
         mutation_probability=0.25,
-        random_seed=seed + start_generation,
+        random_seed=seed,
         suppress_warnings=True,
-        on_generation=after_generation,
+        on_generation=on_generation,
         on_mutation=on_mutation,
     )
-    ga.run()
-    return start_generation + int(ga.generations_completed)
 
 
 def _adopt(ga: pygad.GA, adopt: Callable[[list[Genome]], list[Genome]], fitness) -> None:

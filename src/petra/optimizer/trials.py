@@ -32,7 +32,10 @@ def worth_remeasuring(bases: list[Trial], front: list[Trial]) -> list[Trial]:
     timed = [b.measurement.p50_ms for b in bases if b.measurement is not None]
     limit = REMEASURE_SLOWER * max(timed) if timed else float("inf")
     picks = [t for t in front if t.measurement is not None and t.measurement.p50_ms <= limit]
-    return list({id(t): t for t in [*bases, *picks]}.values())
+    out: dict[int, Trial] = {}
+    for t in [*bases, *picks]:  # by number: a baseline on the front is one trial, not two
+        out.setdefault(t.number, t)
+    return list(out.values())
 
 
 class TrialBook:
