@@ -6,7 +6,15 @@ from petra.exporters import Precision
 from petra.optimizer.genome import CandidateConfig, Regularizer, SearchSpace
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import Trial, TrialState
-from petra.optimizer.repair import TRAINING_GENES, repair, training_donor, untrained_evidence
+from petra.optimizer.repair import (
+    TRAINING_GENES,
+    probe_evidence,
+    repair,
+    training_donor,
+    trial_evidence,
+    untrained_evidence,
+)
+from petra.optimizer.sensitivity import Sensitivity
 from petra.profilers.measure import Measurement, Timing
 
 SPACE = SearchSpace(prune_ratio=(0.0, 0.3, 0.5), epochs=(0, 4, 24), lr=(1e-3, 3e-3),
@@ -50,7 +58,8 @@ def test_an_untrained_child_past_an_infeasible_smaller_change_trains_like_its_ne
 
 def test_a_child_is_left_alone_without_evidence_or_a_donor():
     last_only = _genome(drop_blocks3=1, prune_ratio=0.0)
-    assert untrained_evidence(SPACE.decode(last_only), BOOK) is None  # only a feasible one is smaller
+    # only a feasible one is smaller
+    assert untrained_evidence(SPACE.decode(last_only), trial_evidence(BOOK)) is None
     assert repair(last_only, SPACE, BOOK) == (last_only, None)
     trains = _genome(drop_blocks1=1, epochs=4, regularizer=KD)
     assert repair(trains, SPACE, BOOK) == (trains, None)
@@ -58,6 +67,31 @@ def test_a_child_is_left_alone_without_evidence_or_a_donor():
     assert repair(untouched, SPACE, BOOK) == (untouched, None)
     child = _genome(drop_blocks1=1, prune_ratio=0.5)
     assert repair(child, SPACE, [ONE_BLOCK, LAST_BLOCK]) == (child, None)  # nobody trained yet
+
+
+def test_a_pruned_child_is_repaired_on_the_sensitivity_probes():
+    # no untrained pruned trial in the book; stage 2 pruned 50% alone lost 6 points, stage 1 0.4
+    probes = probe_evidence(Sensitivity((0.4, 6.0, 0.1, 0.2), (None, 2.5, None, 0.1)), max_drop=1.0)
+    assert [e.source for e in probes] == ["the sensitivity probe of stage 2",
+                                          "the sensitivity probe of depth stage 2"]
+    child = _genome(prune_ratio=0.5)
+    assert repair(child, SPACE, BOOK) == (child, None)
+    fixed, why = repair(child, SPACE, BOOK, probes)
+    assert SPACE.decode(fixed).epochs == 4 and "probe of stage 2" in why
+    mild = _genome(prune_ratio=0.3)  # prunes stage 2 less than its probe did: no evidence
+    assert repair(mild, SPACE, BOOK, probes) == (mild, None)
+    assert probe_evidence(Sensitivity((0.4, 0.9)), max_drop=1.0) == [] and probe_evidence(None, 1.0) == []
+
+
+def test_a_quantized_trial_is_evidence_only_for_children_quantized_alike():
+    # an untrained 30%-pruned INT8 trial lost 9 points: maybe its INT8's doing, not the pruning's
+    int8 = _trial(6, CandidateConfig(prune_ratio=0.3, precision=Precision.INT8_STATIC), 0.05, 9.0,
+                  TrialState.INFEASIBLE)
+    book = [int8, PRUNED]
+    fp32_child = _genome(prune_ratio=0.5)
+    assert repair(fp32_child, SPACE, book) == (fp32_child, None)
+    int8_child = _genome(prune_ratio=0.5, precision=Precision.INT8_STATIC)
+    assert "trial 6" in repair(int8_child, SPACE, book)[1]
 
 
 def test_the_nearest_donor_wins_and_infeasible_ones_never_donate():

@@ -12,7 +12,9 @@ A child is repaired on evidence: pruning more channels or removing more blocks w
 training is not expected to lose less than a smaller untrained change of the same kind, so
 once a smaller such change was infeasible, the child is taken to be too. A small untrained
 change can be feasible (one block of fashion-mnist's last stage removed untrained lost 0.23
-points), and such children are left as they are. The repaired child takes the training genes
+points), and such children are left as they are. The evidence is the book's infeasible
+untrained trials and the sensitivity pass's probes that lost more than the constraint allows
+(see ``probe_evidence``). The repaired child takes the training genes
 (the fine-tune's and the regularizer's) of the nearest feasible trained trial that changed the
 model: the training that made a similar shape work.
 """
@@ -20,15 +22,19 @@ model: the training that made a similar shape work.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from petra.candidate import TORCH_GENES
 from petra.compression.depth import DEPTH_GENES
 from petra.compression.lowrank import LowRank
 from petra.compression.pruning import stage_ratios
 from petra.compression.regularizers import Regularization
+from petra.compression.stages import MAX_STAGES
 from petra.compression.training import FineTune
+from petra.exporters import Precision
 from petra.optimizer.genome import CandidateConfig, SearchSpace, graft
 from petra.optimizer.records import Trial, TrialState
+from petra.optimizer.sensitivity import PROBE_RATIO, Sensitivity
 
 #: the genes that say how a changed model is trained, declared by their passes
 TRAINING_GENES: tuple[str, ...] = tuple(g.name for p in (FineTune, Regularization) for g in p.genes)
@@ -49,19 +55,62 @@ def _at_most(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x <= y for x, y in zip(a, b))
 
 
-def untrained_evidence(config: CandidateConfig, trials: Sequence[Trial]) -> Trial | None:
-    """An infeasible untrained trial whose model change is at most ``config``'s in every
-    component: the evidence that ``config``, untrained, is infeasible too (None when there is
-    none, or when ``config`` trains or changes nothing)."""
+@dataclass(frozen=True)
+class Evidence:
+    """An untrained model change known to miss the constraint: a trial, or a probe of the
+    sensitivity pass. ``precision`` is None where the loss cannot be the quantization's."""
+
+    change: tuple[float, ...]
+    drop: float
+    source: str
+    precision: tuple | None = None
+
+
+def trial_evidence(trials: Sequence[Trial]) -> list[Evidence]:
+    """The book's infeasible untrained trials that changed the model. A quantized one is kept
+    with its quantization: its loss may be the INT8's (on the AMD EPYC VM, per-channel INT8 alone
+    lost 9 points on ucr-OSULeaf), so it speaks only for children quantized the same way."""
+    return [Evidence(model_change(t.config), t.drop, f"trial {t.number}",
+                     None if t.config.precision is Precision.FP32 else _quantization(t.config))
+            for t in trials if t.state is TrialState.INFEASIBLE and t.config.epochs == 0
+            and _changes(t.config)]
+
+
+def probe_evidence(sens: Sensitivity | None, max_drop: float) -> list[Evidence]:
+    """The sensitivity pass's probes that lost more than ``max_drop``: each prunes one stage at
+    PROBE_RATIO or removes one block of one depth stage, untrained, with its BatchNorms
+    re-estimated (which an untrained build does not get), in FP32. Why: without them a pruned
+    child had no evidence until an untrained pruned trial was built; in the fashion-mnist 10 min
+    run (Xeon AMX VM) the book held none, and three untrained pruned children lost 5.2-83 points."""
+    if sens is None:
+        return []
+    zero = [0.0] * len(model_change(CandidateConfig()))
+    out = []
+    for k, d in enumerate(sens.drops):
+        if d > max_drop:
+            out.append(Evidence(tuple(zero[:k] + [PROBE_RATIO] + zero[k + 1:]), d,
+                                f"the sensitivity probe of stage {k + 1}"))
+    for k, d in enumerate(sens.depth_drops):
+        if d is not None and d > max_drop:
+            i = MAX_STAGES + k
+            out.append(Evidence(tuple(zero[:i] + [1.0] + zero[i + 1:]), d,
+                                f"the sensitivity probe of depth stage {k + 1}"))
+    return out
+
+
+def _quantization(config: CandidateConfig) -> tuple:
+    return config.precision, config.per_channel
+
+
+def untrained_evidence(config: CandidateConfig, evidence: Sequence[Evidence]) -> Evidence | None:
+    """Evidence whose change is at most ``config``'s in every component and whose loss can be
+    ``config``'s: that ``config``, untrained, is infeasible too (None when there is none, or
+    when ``config`` trains or changes nothing)."""
     if config.epochs > 0 or not _changes(config):
         return None
-    change = model_change(config)
-    for t in trials:
-        c = t.config
-        if (t.state is TrialState.INFEASIBLE and c.epochs == 0 and _changes(c)
-                and _at_most(model_change(c), change)):
-            return t
-    return None
+    change, quant = model_change(config), _quantization(config)
+    return next((e for e in evidence if _at_most(e.change, change)
+                 and e.precision in (None, quant)), None)
 
 
 def training_donor(config: CandidateConfig, trials: Sequence[Trial]) -> Trial | None:
@@ -75,30 +124,30 @@ def training_donor(config: CandidateConfig, trials: Sequence[Trial]) -> Trial | 
                                       t.measurement.p50_ms))
 
 
-def repair(genome: tuple[int, ...], space: SearchSpace,
-           trials: Sequence[Trial]) -> tuple[tuple[int, ...], str | None]:
+def repair(genome: tuple[int, ...], space: SearchSpace, trials: Sequence[Trial],
+           probes: Sequence[Evidence] = ()) -> tuple[tuple[int, ...], str | None]:
     """``genome``, or its repaired version with a line for the log saying why."""
     config = space.decode(genome)
-    evidence = untrained_evidence(config, trials)
+    evidence = untrained_evidence(config, [*trial_evidence(trials), *probes])
     donor = training_donor(config, trials) if evidence is not None else None
     if donor is None:
         return genome, None
     fixed = graft(space, genome, donor.config, TRAINING_GENES)
     if fixed == tuple(genome):
         return genome, None
-    why = (f"repair: a child changes the model untrained, as trial {evidence.number} did with a "
+    why = (f"repair: a child changes the model untrained, as {evidence.source} did with a "
            f"smaller change (lost {evidence.drop:.2f}); it trains like trial {donor.number} "
            f"({donor.config.epochs} epochs, {donor.config.regularizer.value})")
     return fixed, why
 
 
 def repair_children(children: list[tuple[int, ...]], space: SearchSpace, trials: Sequence[Trial],
-                    log: Callable[[str], None]) -> list[tuple[int, ...]]:
-    """NSGA-II's children after crossover and mutation, each through ``repair``; the reason
-    of each repair goes to ``log``."""
+                    log: Callable[[str], None], probes: Sequence[Evidence] = ()) -> list[tuple[int, ...]]:
+    """NSGA-II's children after crossover and mutation, each through ``repair`` (``probes``:
+    see ``probe_evidence``); the reason of each repair goes to ``log``."""
     out = []
     for child in children:
-        fixed, why = repair(child, space, trials)
+        fixed, why = repair(child, space, trials, probes)
         if why:
             log(why)
         out.append(fixed)

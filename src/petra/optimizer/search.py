@@ -20,7 +20,7 @@ from petra.optimizer.halving import SuccessiveHalving
 from petra.optimizer.hypervolume import normalized_hypervolume
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import FAILED, Trial, TrialState, pick_best
-from petra.optimizer.repair import repair_children
+from petra.optimizer.repair import probe_evidence, repair_children
 from petra.optimizer.sensitivity import (
     Sensitivity,
     describe,
@@ -394,5 +394,7 @@ class GenerationLoop:
         run_nsga2(self.space, self.evaluate_batch, generations=(cap or UNCAPPED) - start,
                   population=self.cfg.population, seeds=seeds, seed=self.cfg.seed,
                   on_generation=on_generation, start_generation=start, batched=True,
-                  repair=lambda cs: repair_children(cs, self.space, self.book.trials, self.events.message),
+                  repair=lambda cs: repair_children(cs, self.space, self.book.trials, self.events.message,
+                                                    probe_evidence(getattr(self, "_sensitivity", None),
+                                                                   self.cfg.max_drop)),
                   adopt=lambda pop: adopt_twins(pop, self.space, self.book.recorded, self.book.trials))
