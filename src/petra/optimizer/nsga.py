@@ -1,7 +1,8 @@
 """NSGA-II through PyGAD. This is the only module of petra that imports pygad.
 
-Genomes are integer indices into the search space's choices; crossover is uniform and mutation
-draws a fresh choice from the gene's space, which keeps categorical genes categorical.
+Genomes are integer indices into the search space's choices; crossover is uniform, and mutation
+(``optimizer.mutation``) moves about one expressed gene per child, an ordered one to a
+neighbouring choice and a categorical one to another of its choices.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import pygad
 
 from petra.optimizer.genome import SearchSpace
+from petra.optimizer.mutation import mutate_all
 
 Genome = tuple[int, ...]
 
@@ -94,7 +96,8 @@ def run_nsga2(
 
 def _make_ga(space: SearchSpace, init: np.ndarray, generations: int, population: int, seed: int,
              fitness, *, batched: bool, on_generation, on_mutation) -> pygad.GA:
-    """NSGA-II selection, uniform crossover, mutation by a fresh choice of the gene's space."""
+    """NSGA-II selection, uniform crossover, mutation near the parent (see ``mutation``)."""
+    rng = np.random.default_rng(seed)
     return pygad.GA(
         num_generations=generations,
         num_parents_mating=max(2, population // 2),
@@ -106,9 +109,7 @@ def _make_ga(space: SearchSpace, init: np.ndarray, generations: int, population:
         parent_selection_type="nsga2",
         keep_elitism=max(1, population // 4),
         crossover_type="uniform",
-        mutation_type="random",
-        mutation_by_replacement=True,
-        mutation_probability=0.25,
+        mutation_type=lambda offspring, ga: np.array(mutate_all(offspring, space, rng), dtype=int),
         random_seed=seed,
         suppress_warnings=True,
         on_generation=on_generation,
