@@ -1,12 +1,11 @@
 import copy
-import math
 
 import pytest
 import torch
 
 from petra.compression.pruning import Importance, prune
 from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation
-from petra.compression.training import FINE_TUNE_MAX_PASSES, FINE_TUNE_STEPS, fine_tune_steps, fit, predict
+from petra.compression.training import FINE_TUNE_STEPS, fine_tune_steps, fit, predict
 
 
 def test_baseline_is_converged_on_real_data(tiny_task, tiny_teacher):
@@ -78,12 +77,6 @@ def test_fine_tune_epoch_is_clamped_in_steps():
     assert fine_tune_steps(1078, 64) == FINE_TUNE_STEPS[0]
     assert fine_tune_steps(14142, 64) == FINE_TUNE_STEPS[1]
     assert fine_tune_steps(6000, 64) == 94
-
-
-def test_fine_tune_epoch_of_a_small_set_is_at_most_a_few_passes():
-    # ucr-OSULeaf's 265 training series: 4 passes of 64 (17 steps), not the 64-step floor
-    assert fine_tune_steps(265, 64) == math.ceil(FINE_TUNE_MAX_PASSES * 265 / 64) < FINE_TUNE_STEPS[0]
-    assert fine_tune_steps(3, 64) == 1
 
 
 def test_an_epoch_of_set_steps_draws_that_many_batches(tiny_task, tiny_model):

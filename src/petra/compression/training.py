@@ -175,21 +175,12 @@ FINE_TUNE_STEPS = (64, 128)
 #: the fine-tune's batch, whatever the baseline's: small batches recover a pruned model in fewer
 #: examples, and the step range above is counted in these
 FINE_TUNE_BATCH = 64
-#: ... but an epoch is never more than this many passes over the training data. Why: on
-#: ucr-OSULeaf's 265 series the 64-step floor made an epoch 15 passes, 4 epochs of fine-tuning
-#: cost more examples than the baseline's whole training, and a 15 min search never got past its
-#: first population. Capped at 4 passes (17 steps), 4 epochs of KD left the 70%-pruned seed
-#: (stages 40/60/90/80) at validation drop 0 in 26 s, where the 64-step epochs took 75-120 s.
-#: Sets of over 1000 examples (digits, fashion-mnist, CDNOW) keep the floor.
-FINE_TUNE_MAX_PASSES = 4
 
 
 def fine_tune_steps(n_train: int, batch_size: int) -> int:
-    """Steps per fine-tune epoch on ``n_train`` training examples: one pass, clamped to
-    FINE_TUNE_STEPS, and at most FINE_TUNE_MAX_PASSES passes."""
+    """Steps per fine-tune epoch on ``n_train`` training examples: one pass, clamped."""
     low, high = FINE_TUNE_STEPS
-    one_pass = math.ceil(n_train / batch_size)
-    return max(1, min(high, max(low, one_pass), math.ceil(FINE_TUNE_MAX_PASSES * n_train / batch_size)))
+    return min(high, max(low, math.ceil(n_train / batch_size)))
 
 
 class FineTune(Pass):
@@ -201,7 +192,7 @@ class FineTune(Pass):
     #: removed and 50% pruned lost 1.65 points after 4 epochs, 0.75 after 12 and 0.39 after 24.
     genes = (
         Gene("epochs", (0, 1, 2, 4, 6, 12, 24), 0, Stage.TORCH,
-             help="fine-tuning epochs (64-128 steps each, at most 4 passes)"),
+             help="fine-tuning epochs (64-128 steps each)"),
         Gene("lr", (3e-4, 1e-3, 3e-3), 1e-3, Stage.TORCH, when=lambda c: c.epochs > 0,
              help="fine-tuning learning rate"),
     )
