@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from petra.candidate import TORCH_GENES
 from petra.compression.depth import DEPTH_GENES
 from petra.compression.lowrank import LowRank
-from petra.compression.pruning import stage_ratios
+from petra.compression.pruning import STAGE_GENES, stage_ratios
 from petra.compression.regularizers import Regularization
-from petra.compression.stages import MAX_STAGES
 from petra.compression.training import FineTune
 from petra.exporters import Precision
 from petra.optimizer.genome import CandidateConfig, SearchSpace, graft
@@ -84,18 +83,12 @@ def probe_evidence(sens: Sensitivity | None, max_drop: float) -> list[Evidence]:
     run (Xeon AMX VM) the book held none, and three untrained pruned children lost 5.2-83 points."""
     if sens is None:
         return []
-    zero = [0.0] * len(model_change(CandidateConfig()))
-    out = []
-    for k, d in enumerate(sens.drops):
-        if d > max_drop:
-            out.append(Evidence(tuple(zero[:k] + [PROBE_RATIO] + zero[k + 1:]), d,
-                                f"the sensitivity probe of stage {k + 1}"))
-    for k, d in enumerate(sens.depth_drops):
-        if d is not None and d > max_drop:
-            i = MAX_STAGES + k
-            out.append(Evidence(tuple(zero[:i] + [1.0] + zero[i + 1:]), d,
-                                f"the sensitivity probe of depth stage {k + 1}"))
-    return out
+    probes = [(CandidateConfig(**{STAGE_GENES[k]: PROBE_RATIO}), d, f"stage {k + 1}")
+              for k, d in enumerate(sens.drops)]
+    probes += [(CandidateConfig(**{DEPTH_GENES[k]: 1}), d, f"depth stage {k + 1}")
+               for k, d in enumerate(sens.depth_drops) if d is not None]
+    return [Evidence(model_change(c), d, f"the sensitivity probe of {what}")
+            for c, d, what in probes if d > max_drop]
 
 
 def _quantization(config: CandidateConfig) -> tuple:
