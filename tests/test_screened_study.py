@@ -81,3 +81,29 @@ def test_no_screen_flag_reaches_the_run_config(monkeypatch, tmp_path):
         out = CliRunner().invoke(app, ["optimize", "--progress", "json", "--output", run_dir, *flags])
         assert out.exit_code == 0, out.output
         assert seen[-1].screen_settings is expected
+
+
+def test_a_ptq_precision_slow_at_one_weight_scale_skips_the_other(tiny_task, tmp_path):
+    """The seeds' PTQ probes: per-channel and per-tensor run the same kernels, so a precision that
+    ran SLOW_PTQ x FP32 at its first scale is not built at its second (dynamic INT8 on a CNN is
+    ORT's ConvInteger, several times FP32 here)."""
+    from petra.optimizer.space import SLOW_PTQ
+
+    space = SearchSpace(prune_ratio=(0.0,), epochs=(0,), per_channel=(True, False), threads=(1,),
+                        precision=(Precision.FP32, Precision.INT8_STATIC, Precision.INT8_DYNAMIC))
+    cfg = load_config(final_sessions=1, final_max_sessions=1, search_sessions=1, population=2,
+                      time_budget=120, output=tmp_path, max_threads=1)
+    study = Study(cfg, task=tiny_task, space=space, log=lambda line: None)
+    study.prepare()
+    try:
+        base = study.measure_baseline()
+        study.loop._fastest_ptq(base, base.config.runtime)
+    finally:
+        study.builder.close()
+    for p in (Precision.INT8_STATIC, Precision.INT8_DYNAMIC):
+        built = [t for t in study.trials if t.config.precision is p]
+        first = built[0].measurement.p50_ms / base.measurement.p50_ms
+        assert built[0].config.per_channel and len(built) == (1 if first >= SLOW_PTQ else 2)
+        assert study.loop._ptq_ratios[p][0] == pytest.approx(first) and len(study.loop._ptq_ratios[p]) == len(built)
+    # ConvInteger: the second scale of dynamic INT8 was skipped, on whatever CPU
+    assert len([t for t in study.trials if t.config.precision is Precision.INT8_DYNAMIC]) == 1
