@@ -104,6 +104,7 @@ def test_a_ptq_precision_slow_at_one_weight_scale_skips_the_other(tiny_task, tmp
         built = [t for t in study.trials if t.config.precision is p]
         first = built[0].measurement.p50_ms / base.measurement.p50_ms
         assert built[0].config.per_channel and len(built) == (1 if first >= SLOW_PTQ else 2)
-        assert study.loop._ptq_ratios[p][0] == pytest.approx(first) and len(study.loop._ptq_ratios[p]) == len(built)
+        ratios = study.loop._ptq_ratios[p]
+        assert ratios[0] == pytest.approx(first) and len(ratios) == len(built)
     # ConvInteger: the second scale of dynamic INT8 was skipped, on whatever CPU
     assert len([t for t in study.trials if t.config.precision is Precision.INT8_DYNAMIC]) == 1

@@ -1,8 +1,9 @@
 """NSGA-II through PyGAD. This is the only module of petra that imports pygad.
 
-Genomes are integer indices into the search space's choices; crossover is uniform, and mutation
-(``optimizer.mutation``) moves about one expressed gene per child, an ordered one to a
-neighbouring choice and a categorical one to another of its choices.
+Genomes are integer indices into the search space's choices; crossover (``optimizer.crossover``)
+leaves half the children a copy of one parent and mixes two parents uniformly for the others,
+and mutation (``optimizer.mutation``) moves about one expressed gene per child, an ordered one to
+a neighbouring choice and a categorical one to another of its choices.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pygad
 
+from petra.optimizer.crossover import crossover
 from petra.optimizer.genome import SearchSpace
 from petra.optimizer.mutation import mutate_all
 
@@ -96,7 +98,8 @@ def run_nsga2(
 
 def _make_ga(space: SearchSpace, init: np.ndarray, generations: int, population: int, seed: int,
              fitness, *, batched: bool, on_generation, on_mutation) -> pygad.GA:
-    """NSGA-II selection, uniform crossover, mutation near the parent (see ``mutation``)."""
+    """NSGA-II selection, crossover that keeps half the children whole (see ``crossover``),
+    mutation near the parent (see ``mutation``)."""
     rng = np.random.default_rng(seed)
     return pygad.GA(
         num_generations=generations,
@@ -108,7 +111,7 @@ def _make_ga(space: SearchSpace, init: np.ndarray, generations: int, population:
         gene_space=[list(range(n)) for n in space.sizes],
         parent_selection_type="nsga2",
         keep_elitism=max(1, population // 4),
-        crossover_type="uniform",
+        crossover_type=lambda parents, size, ga: crossover(parents, size[0], rng),
         mutation_type=lambda offspring, ga: np.array(mutate_all(offspring, space, rng), dtype=int),
         random_seed=seed,
         suppress_warnings=True,
