@@ -50,18 +50,15 @@ class Budget:
     def final_reserve(self) -> float:
         """Seconds kept from the search for the final re-measurement: ``final_sessions``
         rounds of the current front and the baselines, each as long as that trial's own search
-        measurement (timing only: the metric's inference and the screen are kept apart, and on
-        CDNOW's 9,428 sequences they made a d64 transformer's reserve 71 s of a 180 s budget).
-        Without it a run re-measured after its budget was spent: NSGA-II took 406 s of a 150 s
-        budget on ucr-GunPoint. The study passes the midpoint of the final rounds' range: rounds
-        go on past ``final_sessions`` while the fastest is not reproduced, and with 5 the d64
-        transformer's run took 190 s of 180 (two of its four points ran 10)."""
+        measurement (timing only: the metric's inference and the screen would inflate it).
+        Without it a run re-measured after its budget was spent (docs/measurement.md). The study
+        passes the midpoint of the final rounds' range, which go on while the fastest is not
+        reproduced."""
         return self.final_sessions * sum(t.stage_s.get("measure_s", 0.0) for t in self.to_remeasure())
 
     def out_of_time(self, next_s: float = 0.0) -> bool:
         """True when what is left is the final reserve, or would be once a candidate expected
-        to take ``next_s`` finished: a build cannot be stopped part way, and on the default
-        digits run (64-step epochs, 25 s full fine-tunes) the one in flight overran by 26 s."""
+        to take ``next_s`` finished: a build cannot be stopped part way."""
         if stop_requested():  # a Ctrl-C whose KeyboardInterrupt was lost in a finalizer
             raise KeyboardInterrupt
         return self.elapsed() + self.final_reserve() + next_s >= self.time_budget
@@ -228,9 +225,8 @@ class GenerationLoop:
         static INT8 suits convolutions and its dynamic INT8 MatMul and LSTM kernels; on a d64
         transformer static INT8 was 1.05x FP32's p50 and dynamic 0.95x, on a small depthwise CNN
         both were slower than FP32, and on ucr-OSULeaf only per-tensor kept the accuracy. With it,
-        its p50 (FP32's when FP32 stays). A precision whose first weight scale ran SLOW_PTQ x
-        FP32 or more skips its second: the kernels are the same (fashion-mnist, Xeon AMX VM:
-        dynamic INT8 4.53x and 4.81x, 40 s each, mostly its validation pass through ConvInteger)."""
+        its p50 (FP32's when FP32 stays). A precision SLOW_PTQ x FP32 at its first weight scale
+        skips its second here: same kernels (docs/search.md)."""
         best, fastest = base.config, base.measurement.p50_ms
         here: dict[Precision, list[float]] = {}  # this runtime's ratios
         for c in ptq_configs(base.config.threads, runtime, tuple(self.space.precision)):
@@ -368,8 +364,7 @@ class GenerationLoop:
         }
 
     def run(self) -> None:
-        """Seeded with the hand-made configs on each runtime's baseline threads, or continued
-        from the last stored population."""
+        """Seeded with the hand-made configs, or continued from the last stored population."""
         store = self.book.store
         seeds, self.seed_keys = self._seeds()
         start = self.completed
