@@ -5,7 +5,7 @@ from __future__ import annotations
 from petra.exporters import Precision
 from petra.optimizer.genome import CandidateConfig, SearchSpace
 from petra.optimizer.records import Trial, TrialState
-from petra.optimizer.twins import adopt_twins, twin_configs
+from petra.optimizer.twins import twin_configs
 from petra.profilers.measure import Measurement, Timing
 
 SPACE = SearchSpace(precision=(Precision.FP32, Precision.INT8_STATIC), per_channel=(True, False),
@@ -56,20 +56,6 @@ def test_no_twins_without_a_trained_stage_or_a_reference():
     assert _twins(PER_CHANNEL) == []  # PTQ alone: its twins are the seeds already
     lost = twin_configs(_trial(TRAINED, 0.08, 0.3), SPACE, BASE, _book(BASE), 1.0)
     assert lost == []  # no PTQ-alone trial measured: nothing says which would be faster
-
-
-def test_the_population_adopts_a_twin_fewer_trials_dominate():
-    """Shaped like fashion-mnist's child 45 and its twin 47 (Xeon AMX VM): neither dominates the
-    other, but another trial dominates the FP32 child and none the twin."""
-    fp32 = _trial(TRAINED, 0.064, 0.36)
-    twin = _trial(TRAINED.replace(precision=STATIC, per_channel=True), 0.041, 0.39)
-    other = _trial(CandidateConfig(prune_ratio=0.5, epochs=4, precision=STATIC, lr=3e-3), 0.05, 0.3)
-    lookup, book = _book(BASE, PER_CHANNEL, PER_TENSOR, fp32, twin, other), [BASE, fp32, twin, other]
-    child, elder = SPACE.encode(fp32.config), SPACE.encode(other.config)
-    adopted = adopt_twins([child, elder], SPACE, lookup, book)
-    assert SPACE.decode(adopted[0]) == twin.config and adopted[1] == elder
-    assert adopt_twins([child, adopted[0]], SPACE, lookup, book) == [child, adopted[0]]  # no duplicate
-    assert adopt_twins([child], SPACE, lookup, [BASE, fp32, twin]) == [child]  # a tie: it stays
 
 
 def test_a_real_runs_twins_share_the_trained_stage(tiny_task, tmp_path):

@@ -60,8 +60,8 @@ def run_nsga2(
     search cleanly. To resume, pass the stored population as ``seeds`` and the generation it
     belongs to as ``start_generation``. ``repair(children)`` sees each generation's children
     after crossover and mutation and returns them, some changed, before they are evaluated.
-    ``adopt(population)`` sees each evaluated population and returns it with members replaced
-    by genomes already evaluated (the next parents are drawn from what it returns).
+    ``adopt(population)`` sees each evaluated population, the first included, before parents
+    are drawn from it, and returns it with members replaced by genomes already evaluated.
     Returns the number of completed generations.
     """
     rng = np.random.default_rng(seed + start_generation)
@@ -78,8 +78,6 @@ def run_nsga2(
 
     def after_generation(ga):
         state["generation"] = start_generation + ga.generations_completed
-        if adopt is not None:
-            _adopt(ga, adopt, fitness)
         pop = [tuple(int(g) for g in sol) for sol in ga.population]
         if on_generation is not None and on_generation(state["generation"], pop):
             return "stop"
@@ -90,14 +88,20 @@ def run_nsga2(
             return None
         return np.array(repair([tuple(int(g) for g in child) for child in offspring]), dtype=int)
 
+    def before_parents(ga, scores):
+        if adopt is not None:
+            _adopt(ga, adopt, fitness)
+        return ga.last_generation_fitness
+
     ga = _make_ga(space, init, generations, population, seed + start_generation, fitness,
-                  batched=batched, on_generation=after_generation, on_mutation=on_mutation)
+                  batched=batched, on_generation=after_generation, on_mutation=on_mutation,
+                  on_fitness=before_parents)
     ga.run()
     return start_generation + int(ga.generations_completed)
 
 
 def _make_ga(space: SearchSpace, init: np.ndarray, generations: int, population: int, seed: int,
-             fitness, *, batched: bool, on_generation, on_mutation) -> pygad.GA:
+             fitness, *, batched: bool, on_generation, on_mutation, on_fitness) -> pygad.GA:
     """NSGA-II selection, crossover that keeps half the children whole (see ``crossover``),
     mutation near the parent (see ``mutation``)."""
     rng = np.random.default_rng(seed)
@@ -117,6 +121,7 @@ def _make_ga(space: SearchSpace, init: np.ndarray, generations: int, population:
         suppress_warnings=True,
         on_generation=on_generation,
         on_mutation=on_mutation,
+        on_fitness=on_fitness,
     )
 
 

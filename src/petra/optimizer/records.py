@@ -11,6 +11,7 @@ infeasible candidates are ranked by violation alone. A failed build is worse tha
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -121,18 +122,24 @@ class Trial:
         return out
 
 
-def dominates(a: Trial, b: Trial) -> bool:
-    fa, fb = a.fitness(), b.fitness()
+def better(fa: Sequence[float], fb: Sequence[float]) -> bool:
+    """Pareto dominance of two maximised objective vectors."""
     return all(x >= y for x, y in zip(fa, fb)) and any(x > y for x, y in zip(fa, fb))
 
 
-def nondominated_rank(trials: list[Trial]) -> list[int]:
+def dominates(a: Trial, b: Trial) -> bool:
+    return better(a.fitness(), b.fitness())
+
+
+def nondominated_rank(trials: list[Trial],
+                      objectives: Callable[[Trial], Sequence[float]] = Trial.fitness) -> list[int]:
     """NSGA-II front index of each trial (0 = non-dominated), by constraint-domination."""
+    points = [objectives(t) for t in trials]
     rank = [0] * len(trials)
     left = set(range(len(trials)))
     level = 0
     while left:
-        front = {i for i in left if not any(dominates(trials[j], trials[i]) for j in left if j != i)}
+        front = {i for i in left if not any(better(points[j], points[i]) for j in left if j != i)}
         for i in front:
             rank[i] = level
         left -= front

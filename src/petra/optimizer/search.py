@@ -14,6 +14,7 @@ from petra.compression.pruning import stage_ratios
 from petra.config import RunConfig
 from petra.errors import stop_requested
 from petra.exporters import Precision
+from petra.optimizer.elitism import survivors
 from petra.optimizer.events import Events
 from petra.optimizer.genome import CandidateConfig, SearchSpace
 from petra.optimizer.halving import SuccessiveHalving
@@ -33,7 +34,7 @@ from petra.optimizer.sensitivity import (
 )
 from petra.optimizer.space import SLOW_PTQ, handmade_config, ptq_configs, seed_configs, slow_precisions
 from petra.optimizer.trials import TrialBook
-from petra.optimizer.twins import adopt_twins, quantization, twin_configs
+from petra.optimizer.twins import quantization, twin_configs
 
 
 class Budget:
@@ -52,8 +53,7 @@ class Budget:
         rounds of the current front and the baselines, each as long as that trial's own search
         measurement (timing only: the metric's inference and the screen would inflate it).
         Without it a run re-measured after its budget was spent (docs/measurement.md). The study
-        passes the midpoint of the final rounds' range, which go on while the fastest is not
-        reproduced."""
+        passes the midpoint of the final rounds' range (they go on until the fastest reproduces)."""
         return self.final_sessions * sum(t.stage_s.get("measure_s", 0.0) for t in self.to_remeasure())
 
     def out_of_time(self, next_s: float = 0.0) -> bool:
@@ -397,4 +397,4 @@ class GenerationLoop:
                   repair=lambda cs: repair_children(cs, self.space, self.book.trials, self.events.message,
                                                     probe_evidence(getattr(self, "_sensitivity", None),
                                                                    self.cfg.max_drop)),
-                  adopt=lambda pop: adopt_twins(pop, self.space, self.book.recorded, self.book.trials))
+                  adopt=lambda pop: survivors(pop, self.space, self.book.trials, self.cfg.max_drop))

@@ -16,12 +16,12 @@ lost less.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from itertools import product
 
 from petra.exporters import Precision
-from petra.optimizer.genome import CandidateConfig, SearchSpace, graft
-from petra.optimizer.records import Trial, TrialState, dominates
+from petra.optimizer.genome import CandidateConfig, SearchSpace
+from petra.optimizer.records import Trial, TrialState
 
 #: the genes a twin varies: those the PTQ-alone trials measured on their own
 TWIN_GENES = ("precision", "per_channel")
@@ -69,40 +69,6 @@ def twin_configs(trial: Trial, space: SearchSpace, base: Trial, lookup: Lookup,
                 else (ref.drop or 0.0) < (own.drop or 0.0)):
             twins.setdefault(twin.key, twin)
     return list(twins.values())
-
-
-def adopt_twins(population: list[tuple[int, ...]], space: SearchSpace, lookup: Lookup,
-                trials: Sequence[Trial]) -> list[tuple[int, ...]]:
-    """The population with each member replaced by its twin that fewer of ``trials`` dominate
-    (the fewest; the member stays on a tie). Only the TWIN_GENES indices change, and a twin
-    already in the population is not added twice. Why: twins join the book and the front, but
-    NSGA-II's parents come from its population, which held the genome it made. On
-    fashion-mnist (Xeon AMX VM, 15 min per searcher) the per-channel INT8 twin of a 6-epoch FP32
-    child ran 0.147x FP32's p50 at a drop of 0.39, the child 0.229x at 0.36: neither dominates
-    the other, but four trials dominated the child and one the twin, and the GA could breed
-    only from the child."""
-    def dominated_by(t: Trial) -> int:
-        return sum(dominates(o, t) for o in trials)
-
-    out, seen = [], set(population)
-    for genome in population:
-        config = space.decode(genome)
-        own = lookup(config)
-        if own is None:
-            out.append(genome)
-            continue
-        best, fewest = None, dominated_by(own)
-        for values in product(*(getattr(space, g) for g in TWIN_GENES)):
-            twin = lookup(config.replace(**dict(zip(TWIN_GENES, values))))
-            if twin is not None and twin is not own and (n := dominated_by(twin)) < fewest:
-                best, fewest = twin, n
-        adopted = genome if best is None else graft(space, genome, best.config, TWIN_GENES)
-        if adopted != genome and adopted not in seen:
-            seen.add(adopted)
-            out.append(adopted)
-        else:
-            out.append(genome)
-    return out
 
 
 def quantization(config: CandidateConfig) -> str:
