@@ -9,10 +9,12 @@ from torch import nn
 
 from petra.compression.depth import BlockRemoval, depth_stages, drop_blocks, removable_blocks
 from petra.compression.probe import count_params
+from petra.compression.recurrent import prune_recurrent_units, unroll_gru
 from petra.exporters import export_onnx
+from petra.models.cdnow import GRUEncoder
 from petra.models.digits import DigitsResNet
 from petra.runtimes import get_runtime
-from tests.user_models import DepthwiseCNN, InvertedResidual, TransformerClassifier
+from tests.user_models import DepthwiseCNN, InvertedResidual, LSTMClassifier, TransformerClassifier
 
 torch.manual_seed(0)
 
@@ -72,3 +74,38 @@ def test_a_transformer_keeps_at_least_one_layer():
     drop_blocks(model, x, (2, 2, 2, 2))
     assert len(model.encoder.layers) == 1 and model.encoder.num_layers == 1
     assert model(x).shape == (2, 2)
+
+
+def test_a_stacked_recurrent_layer_is_a_block_and_the_top_one_goes_first():
+    """Layers 1.. of an LSTM read what they write; layer 0 (3 inputs -> 8 units) does not."""
+    model, x = LSTMClassifier(3, hidden=8, layers=3).eval(), torch.randn(2, 3, 5)
+    old = {n: p.detach().clone() for n, p in model.lstm.named_parameters()}
+    assert [(type(m).__name__, j) for m, j in removable_blocks(model, x)] == [("LSTM", 1), ("LSTM", 2)]
+    assert depth_stages(model, x) == [1, 1]
+    drop_blocks(model, x, (0, 1))
+    assert isinstance(model.lstm, nn.LSTM) and model.lstm.num_layers == 2
+    for name in ("weight_ih_l0", "weight_hh_l1", "bias_hh_l1"):  # layers 0 and 1 kept, as they were
+        torch.testing.assert_close(getattr(model.lstm, name), old[name])
+    drop_blocks(model, x, (1,))
+    assert model.lstm.num_layers == 1 and model(x).shape == (2, 2)
+
+
+def test_a_gru_without_its_top_layer_computes_its_first_layer_and_exports(tmp_path):
+    """cdnow's shape: a 2-layer GRU read at its last step by a Linear head. Without layer 1 the
+    head reads layer 0, exactly, in torch and in ONNX Runtime; pruning and unrolling still run."""
+    model, x = GRUEncoder(3, 16, 2, 6).eval(), torch.randn(4, 7, 3)
+    first = nn.GRU(3, 16, 1, batch_first=True)
+    first.load_state_dict({n: p for n, p in model.gru.state_dict().items() if n.endswith("_l0")})
+    with torch.no_grad():
+        expected = model.head(first(x)[0][:, -1])
+    assert BlockRemoval().applies(model, x, None) is None
+    drop_blocks(model, x, (1, 0, 0, 0))
+    assert model.gru.num_layers == 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)
+    art = export_onnx(model, x, tmp_path / "m.onnx")
+    got = get_runtime("onnxruntime").compile(art.path).run(x.numpy())
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+    prune_recurrent_units(model, ratio=0.5)
+    unroll_gru(model)
+    assert model(x).shape == (4, 6)

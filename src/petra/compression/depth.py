@@ -11,6 +11,13 @@ A block is removable when it sits in a container of blocks (``nn.Sequential`` or
 ``nn.ModuleList``) beside another block, has weights, keeps its input's shape, and either is an
 ``nn.TransformerEncoderLayer`` (residual by definition) or adds its own input to its output (read
 from its ``torch.fx`` graph).
+
+A stacked ``nn.GRU``/``nn.LSTM`` (no ``proj_size``) has such blocks too: every layer but the first
+reads a sequence of the width it writes, so it can go and the next layer (or the consumer) reads
+the one before. A recurrent layer is a sequential loop over time steps, its cost per step fixed
+however few units pruning leaves it, so this is the one gene that shortens that loop. Without a
+skip there is no "least change" to rank such layers by; the top one goes first, so the layers
+below still see the inputs they were trained on, and distillation retrains the consumer.
 """
 
 from __future__ import annotations
@@ -96,9 +103,26 @@ def _blocks_with_inputs(model: nn.Module, x: torch.Tensor) -> tuple[list[Block],
     return [(c, i) for c, i in candidates if keeps_shape.get(c[i]) and _adds_its_input(c[i])], seen
 
 
+def _recurrent_layers(model: nn.Module) -> list[Block]:
+    """Layers 1.. of every stacked GRU/LSTM, as (module, layer index)."""
+    return [(m, j) for m in model.modules()
+            if isinstance(m, nn.GRU | nn.LSTM) and not getattr(m, "proj_size", 0)
+            for j in range(1, m.num_layers)]
+
+
+def _in_depth_order(model: nn.Module, blocks: list[Block]) -> list[Block]:
+    position = {id(m): i for i, m in enumerate(model.modules())}
+
+    def where(b: Block) -> tuple[int, int]:
+        container, i = b
+        return (position[id(container)], i) if isinstance(container, nn.RNNBase) else \
+            (position[id(container[i])], 0)
+    return sorted(blocks, key=where)
+
+
 def removable_blocks(model: nn.Module, example: torch.Tensor) -> list[Block]:
-    """Residual, shape-keeping blocks with weights, in depth order."""
-    return _blocks_with_inputs(model, example)[0]
+    """Residual, shape-keeping blocks with weights and stacked recurrent layers, in depth order."""
+    return _in_depth_order(model, _blocks_with_inputs(model, example)[0] + _recurrent_layers(model))
 
 
 def _change(block: nn.Module, x: torch.Tensor) -> float:
@@ -118,12 +142,40 @@ def drop_blocks(model: nn.Module, example: torch.Tensor, per_stage: tuple[int, .
     """Remove ``per_stage[k]`` blocks from depth stage ``k``, in place: in each stage, those whose
     output differs least from their input on ``inputs`` (the example when None)."""
     blocks, seen = _blocks_with_inputs(model, example if inputs is None else inputs)
+    blocks = _in_depth_order(model, blocks + _recurrent_layers(model))
+
+    def rank(b: Block) -> tuple[int, float]:  # residual blocks by change, then the top recurrent layer
+        if isinstance(b[0], nn.RNNBase):
+            return 1, -b[1]
+        return 0, _change(b[0][b[1]], seen[b[0][b[1]]])
+
     doomed = []
     for stage, k in zip(chunks(blocks), per_stage):
-        ranked = sorted(stage, key=lambda b: _change(b[0][b[1]], seen[b[0][b[1]]]))
-        doomed += ranked[:min(k, len(stage))]
-    _remove(model, doomed)
+        doomed += sorted(stage, key=rank)[:min(k, len(stage))]
+    _remove(model, [b for b in doomed if not isinstance(b[0], nn.RNNBase)])
+    for rnn, j in sorted((b for b in doomed if isinstance(b[0], nn.RNNBase)), key=lambda b: -b[1]):
+        _remove_recurrent_layer(model, rnn, j)
     return model
+
+
+def _remove_recurrent_layer(model: nn.Module, rnn: nn.GRU | nn.LSTM, j: int) -> None:
+    """``rnn`` without its layer ``j``: a module of the same kind and one layer fewer takes its
+    place in its parent, with the other layers' weights."""
+    kept = [k for k in range(rnn.num_layers) if k != j]
+    new = type(rnn)(rnn.input_size, rnn.hidden_size, len(kept), bias=rnn.bias, batch_first=rnn.batch_first,
+                    dropout=rnn.dropout if len(kept) > 1 else 0.0, bidirectional=rnn.bidirectional)
+    with torch.no_grad():
+        for name in new._flat_weights_names:
+            layer = int(name.split("_l")[1].split("_")[0])
+            getattr(new, name).copy_(getattr(rnn, name.replace(f"_l{layer}", f"_l{kept[layer]}", 1)))
+    new.train(rnn.training)
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is rnn:
+                setattr(parent, name, new)
+                return
+    raise ValueError(f"a layer of the {type(rnn).__name__} is removed by replacing it in its parent "
+                     "module; the model itself cannot be replaced")
 
 
 def _remove(model: nn.Module, doomed: list[Block]) -> None:
