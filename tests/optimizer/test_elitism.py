@@ -8,6 +8,7 @@ from petra.optimizer.genome import CandidateConfig, SearchSpace
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.records import Trial, TrialState
 from petra.profilers.measure import Measurement, Timing
+from petra.runtimes.onnxruntime import GraphOpt
 
 SPACE = SearchSpace(precision=(Precision.FP32, Precision.INT8_STATIC), prune_ratio=(0.0, 0.1, 0.3, 0.5),
                     epochs=(0, 4, 24), threads=(1,))
@@ -96,3 +97,14 @@ def test_the_first_parents_come_from_what_adopt_returns():
         return sum(a != b for a, b in zip(g, best))
 
     assert len(batches[2]) == 5 and max(map(apart, batches[2])) <= 3 < 10 < min(map(apart, batches[0]))
+
+
+def test_a_trial_measured_at_a_screened_setting_stands_for_the_genome_asked_for():
+    """cdnow's GRUs ran fastest at ORT's BASIC graph level, and every trained trial recorded it;
+    a screened space offers only the default level. They must still survive."""
+    screened = SPACE.without_settings()
+    basic = _trial(6, TRAINED.config.replace(graph_opt=GraphOpt.BASIC), 0.14, 0.06)
+    assert basic.config.key != basic.config.without_settings().key
+    members = [screened.encode(t.config) for t in (FP32, PTQ)]
+    chosen = [screened.decode(g) for g in survivors(members, screened, [FP32, PTQ, basic], 1.0)]
+    assert chosen[0] == basic.config.without_settings()

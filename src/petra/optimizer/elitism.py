@@ -58,12 +58,15 @@ def crowding(points: Sequence[Sequence[float]]) -> list[float]:
 
 
 def expressible(space: SearchSpace, trials: Sequence[Trial]) -> dict[Genome, Trial]:
-    """Each trial whose config the space encodes exactly (a config from another space, or one
-    snapped to a choice, would stand for a genome it is not), by genome; the first trial wins."""
+    """Each trial whose config the space encodes exactly, by genome; the first trial wins. A
+    config from another space, or one snapped to a choice, would stand for a genome it is not.
+    In a screened search a trial records the runtime setting it was measured at, which the space
+    does not offer (see ``SearchSpace.without_settings``): it stands for the genome asked for."""
     out: dict[Genome, Trial] = {}
     for t in trials:
         genome = space.encode(t.config)
-        if genome not in out and space.decode(genome).key == t.config.canonical().key:
+        if genome not in out and space.decode(genome).key in (t.config.canonical().key,
+                                                               t.config.without_settings().key):
             out[genome] = t
     return out
 
@@ -76,10 +79,10 @@ def survivors(population: Sequence[Genome], space: SearchSpace, trials: Sequence
     genome when its trial is chosen, so that the genes it does not express, which its children
     may, are not reset."""
     pool = expressible(space, trials)
+    asked = {space.decode(g).key: g for g in pool}
     for genome in population:  # the member's own genome stands for its trial
-        config = space.decode(genome)
-        match = next((g for g, t in pool.items() if t.config.canonical().key == config.key), None)
-        if match is not None and match != tuple(genome):
+        match = asked.get(space.decode(genome).key)
+        if match is not None and match != tuple(genome) and match in pool:
             pool[tuple(genome)] = pool.pop(match)
     genomes, chosen = list(pool), []
     ranks = nondominated_rank([pool[g] for g in genomes], lambda t: coarse(t, max_drop))
