@@ -53,6 +53,8 @@ def test_a_seed_removes_a_block_where_it_cost_least():
     assert shortened.prune_ratio < moderate.prune_ratio  # the block is most of its compression
     assert skips_cheap_pass(shortened) and not skips_cheap_pass(moderate)
     assert Sensitivity((1.0, 2.0), depth_drops=(None, None)).least_sensitive_depth() is None
+    # two open depth stages: no deep seed, so the one that removes a block trains longest
+    assert shortened.epochs == max(space.epochs) > template.epochs == moderate.epochs
 
 
 def test_the_mild_seed_comes_last_and_skips_the_cheap_pass():

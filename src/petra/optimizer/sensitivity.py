@@ -33,7 +33,9 @@ SPREAD = 0.3
 #: fine-tune; the 600 s search's winner pruned the remaining block 60%, mean 0.3 here)
 DEPTH_SEED_MEAN = 0.3
 #: the deep seed (one block removed from every open depth stage but the costliest, see Sensitivity)
-#: needs at least this many open stages: with fewer it is the block-removing seed again
+#: needs at least this many open stages: with fewer it is the block-removing seed again, which
+#: then takes the deep seed's longest fine-tune. Why: cdnow's 2-layer GRU without its second
+#: layer lost 1.62 points after 4 epochs of KD and 0.03 (test) after 24 (docs/benchmarks.md)
 DEEP_MIN_STAGES = 3
 
 
@@ -145,13 +147,17 @@ def sensitivity_seeds(template: CandidateConfig, sens: Sensitivity, space: Searc
     """``template`` (the hand-made recipe) with each SEED_MEANS's per-stage ratios, snapped to
     the choices the space offers; after the moderate one, one that removes a block from the depth
     stage that minded it least and prunes at DEPTH_SEED_MEAN (distillation then recovers what the
-    block added), and the deep seed (see ``deep_seed``); with ``mild``, last, the MILD_MEAN one."""
+    block added), and the deep seed (see ``deep_seed``; without one, the block-removing seed
+    trains as long); with ``mild``, last, the MILD_MEAN one."""
     seeds = [_shaped(template, sens, space, mean) for mean in SEED_MEANS + ((MILD_MEAN,) if mild else ())]
     k = sens.least_sensitive_depth()
     if k is not None:
         shallow = _shaped(template, sens, space, DEPTH_SEED_MEAN)
-        seeds[1:1] = [shallow.replace(**{DEPTH_GENES[k]: 1}).canonical(),
-                      *deep_seed(shallow, sens, space)]
+        deep = deep_seed(shallow, sens, space)
+        shortened = shallow.replace(**{DEPTH_GENES[k]: 1})
+        if not deep:  # the one seed that removes a block: it gets the deep seed's fine-tune
+            shortened = shortened.replace(epochs=max(space.epochs))
+        seeds[1:1] = [shortened.canonical(), *deep]
     return seeds
 
 
