@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from petra.compression.probe import try_on_copy
+from petra.compression.recurrent import replace_child
 from petra.compression.stages import MAX_STAGES, chunks
 from petra.genes import Gene, Pass, Stage
 
@@ -169,13 +170,7 @@ def _remove_recurrent_layer(model: nn.Module, rnn: nn.GRU | nn.LSTM, j: int) -> 
             layer = int(name.split("_l")[1].split("_")[0])
             getattr(new, name).copy_(getattr(rnn, name.replace(f"_l{layer}", f"_l{kept[layer]}", 1)))
     new.train(rnn.training)
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if child is rnn:
-                setattr(parent, name, new)
-                return
-    raise ValueError(f"a layer of the {type(rnn).__name__} is removed by replacing it in its parent "
-                     "module; the model itself cannot be replaced")
+    replace_child(model, rnn, new, "removing a recurrent layer")
 
 
 def _remove(model: nn.Module, doomed: list[Block]) -> None:

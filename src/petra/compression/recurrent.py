@@ -220,7 +220,7 @@ def prune_recurrent_units(model: nn.Module, *, ratio: float, round_to: int = 8, 
             continue
         if isinstance(owner, nn.RNNBase) and len(set(widths)) > 1:
             layerwise = _split(owner)
-            _replace(model, owner, layerwise)
+            replace_child(model, owner, layerwise, "layer-wise pruning")
             slots = [(layer, 0) for layer in layerwise.layers]
         _prune_stack(slots, widths, head, p)
     return model
@@ -241,13 +241,15 @@ def _split(rnn: nn.GRU | nn.LSTM) -> LayerwiseRNN:
     return LayerwiseRNN(layers, dropout=rnn.dropout).train(rnn.training)
 
 
-def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
+def replace_child(model: nn.Module, old: nn.Module, new: nn.Module, what: str) -> None:
+    """``new`` in ``old``'s place in its parent, under the same key (module order, hence the
+    consumers found by position, kept); ``what`` names the change for the error."""
     for parent in model.modules():
         for name, child in parent.named_children():
             if child is old:
-                setattr(parent, name, new)  # same key: module order, hence consumers, kept
+                setattr(parent, name, new)
                 return
-    raise PruneError(f"layer-wise pruning replaces the {type(old).__name__} in its parent "
+    raise PruneError(f"{what} replaces the {type(old).__name__} in its parent "
                      "module; the model itself cannot be replaced")
 
 
