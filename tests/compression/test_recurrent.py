@@ -171,6 +171,17 @@ def test_int8_reaches_the_unrolled_form_only(encoder, tmp_path):
     np.testing.assert_allclose(out, encoder(torch.from_numpy(xs)).detach().numpy(), atol=0.1)
 
 
+def test_unrolling_is_a_gene_of_quantized_artifacts_only():
+    """In float the fused GRU op is faster: an FP32 config asking for unrolling is the plain one."""
+    from petra.candidate import CandidateConfig
+
+    fp32 = CandidateConfig(unroll_recurrent=True, precision=Precision.FP32)
+    assert fp32.canonical() == CandidateConfig(precision=Precision.FP32).canonical()
+    assert fp32.key == CandidateConfig().key
+    for p in (Precision.INT8_DYNAMIC, Precision.INT8_STATIC):
+        assert CandidateConfig(unroll_recurrent=True, precision=p).canonical().unroll_recurrent
+
+
 def test_sensitive_exclusion_keeps_every_step_of_one_recurrent_weight_in_float(encoder, tmp_path):
     """An unrolled GRU reads each weight from one MatMul per step: the weight, not one step's
     copy of it, is ranked and kept in float (13 steps x 2 layers: 4 weights, not 30 layers)."""
