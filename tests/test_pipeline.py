@@ -12,8 +12,8 @@ from petra.pipeline import CandidateBuilder
 from petra.runtimes import get_runtime
 
 
-def _builder(task, teacher, tmp_path, seed=0):
-    return CandidateBuilder(task, teacher, get_runtime("onnxruntime"), tmp_path, seed=seed)
+def _builder(task, teacher, tmp_path, seed=0, **kwargs):
+    return CandidateBuilder(task, teacher, get_runtime("onnxruntime"), tmp_path, seed=seed, **kwargs)
 
 
 def test_stage_key_changes_with_every_input(tiny_task, tiny_teacher, tmp_path):
@@ -33,6 +33,11 @@ def test_stage_key_changes_with_every_input(tiny_task, tiny_teacher, tmp_path):
     other_data = digits_task(width=8)
     other_data.train.x[0, 0, 0, 0] += 0.5  # one pixel of the training data
     assert key != _builder(other_data, tiny_teacher, tmp_path).stage_key(cfg)
+    fp32 = _builder(tiny_task, tiny_teacher, tmp_path, train_precision="fp32")
+    bf16 = _builder(tiny_task, tiny_teacher, tmp_path, train_precision="bf16")
+    assert fp32.stage_key(cfg) != bf16.stage_key(cfg)  # the fine-tune's arithmetic
+    # the choice travels unresolved, for the process that trains to resolve
+    assert CandidateBuilder.from_recipe(bf16.recipe()).train_bf16 and not fp32.train_bf16
 
 
 def test_stage_key_changes_with_the_stage_code(tiny_task, tiny_teacher, tmp_path, monkeypatch):

@@ -74,6 +74,8 @@ def load_run(run_dir: Path) -> dict:
     return results
 
 
+TRAIN_PRECISION_OPTION = typer.Option(
+    None, help="auto | fp32 | bf16: fine-tuning arithmetic; auto is bf16 on AMX CPUs and bf16 GPUs [auto]")
 SCREEN_OPTION = typer.Option(None, "--screen/--no-screen", help=(
     "screen each artifact at the runtime settings that can matter and measure it at the fastest; "
     "--no-screen: threads, graph level and OpenVINO settings are genes [screen]"))
@@ -115,6 +117,7 @@ def optimize(
     ray_target: Optional[str] = typer.Option(None, help="measure only on Ray nodes with resource "
                                                         "petra-target:NAME [default]"),
     train_device: Optional[str] = typer.Option(None, help="cpu | cuda: where fine-tuning runs [cpu]"),
+    train_precision: Optional[str] = TRAIN_PRECISION_OPTION,
 ) -> None:
     """Evolve compression configs; fitness is measured on the target runtime."""
     from petra.config import load_config
@@ -128,12 +131,11 @@ def optimize(
         task_object = onnx_task(onnx, data, seed=seed or 0)
         task = task_object.name
     cfg = load_config(config, task=task, runtime=runtime, device=device, generations=generations,
-                      stagnation=stagnation,
-                      population=population, time_budget=time_budget, max_drop=max_drop,
-                      prefer=prefer, batch=batch, max_threads=max_threads, seed=seed, screen_settings=screen,
-                      output=output, progress=progress, mlflow_uri=mlflow_uri,
+                      stagnation=stagnation, population=population, time_budget=time_budget,
+                      max_drop=max_drop, prefer=prefer, batch=batch, max_threads=max_threads, seed=seed,
+                      screen_settings=screen, output=output, progress=progress, mlflow_uri=mlflow_uri,
                       executor=executor, workers=workers, ray_address=ray_address,
-                      ray_target=ray_target, train_device=train_device)
+                      ray_target=ray_target, train_device=train_device, train_precision=train_precision)
     cfg = cfg.model_copy(update={"output": cfg.output_dir()})  # one folder, named once
     from petra.optimizer.study import run_study  # after the flags are checked: ~4 s of imports
     from petra.tracking import with_mlflow

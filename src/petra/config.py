@@ -60,6 +60,9 @@ class RunConfig(BaseModel):
     ray_target: str = "default"
     #: where fine-tuning runs ("cuda": Ray asks for a GPU per training task)
     train_device: Literal["cpu", "cuda"] = "cpu"
+    #: fine-tuning arithmetic: "auto" is bf16 autocast where the hardware has bf16 matrix units
+    #: (x86 AMX, a bf16 GPU), FP32 elsewhere; the baseline always trains in FP32
+    train_precision: Literal["auto", "fp32", "bf16"] = "auto"
     #: the end of a search re-measures the front and the baseline in interleaved rounds, one
     #: fresh session each; a figure is its fastest session's, and rounds go on, up to
     #: ``final_max_sessions``, while that fastest one is not reproduced within 2% by another
@@ -212,6 +215,8 @@ workers: 1
 # ray_target: edge-a
 # Where fine-tuning runs: cpu | cuda (with ray, each training task asks for one GPU).
 train_device: cpu
+# Fine-tuning arithmetic: auto (bf16 autocast where the CPU has AMX or the GPU bf16) | fp32 | bf16.
+train_precision: auto
 
 # The end of a search re-measures the front and the baseline in interleaved rounds, a fresh
 # session each; a figure is its fastest session's, and rounds go on, up to final_max_sessions,

@@ -30,7 +30,7 @@ from petra.compression.pruning import StructuredPruning, is_pruned, recalibrate_
 from petra.compression.qat import calibrate, export_qat, prepare_qat
 from petra.compression.recurrent import unroll_gru
 from petra.compression.regularizers import BNSparsity, Distillation, Regularizer, TaskLoss, TeacherOutputs
-from petra.compression.training import FINE_TUNE_BATCH, fine_tune_steps, fit
+from petra.compression.training import FINE_TUNE_BATCH, fine_tune_steps, fit, resolve_train_precision
 from petra.errors import CandidateError, CompileError, TrainError
 from petra.exporters import Artifact, export_onnx
 from petra.exporters.quantize import QuantData
@@ -113,6 +113,7 @@ class CandidateBuilder:
         runtimes: dict[str, Runtime] | None = None,
         max_drop: float = 1.0,
         train_device: str = "cpu",
+        train_precision: str = "auto",
     ) -> None:
         # an ONNX-only task has no torch teacher (None): its file is the FP32 stage
         self.task, self.runtime = task, runtime
@@ -120,6 +121,10 @@ class CandidateBuilder:
         #: every runtime a candidate may name in its ``runtime`` gene (``--runtime auto``)
         self.runtimes = {runtime.name: runtime} | dict(runtimes or {})
         self.max_drop, self.train_device = max_drop, train_device
+        #: the choice travels in the recipe and is resolved where the fine-tune runs (a Ray node
+        #: may lack the bf16 units this one has)
+        self.train_precision = train_precision
+        self.train_bf16 = resolve_train_precision(train_precision, train_device) == "bf16"
         self.workdir = Path(workdir)
         self.throughput_batch, self.policy, self.seed = throughput_batch, policy, seed
         self.on_stage = on_stage
@@ -147,7 +152,8 @@ class CandidateBuilder:
         return {"task": self.task, "teacher": self.teacher, "runtimes": self._runtime_refs,
                 "workdir": self.workdir, "throughput_batch": self.throughput_batch,
                 "policy": self.policy, "seed": self.seed, "stage_cache": self.stage_cache,
-                "max_drop": self.max_drop, "train_device": self.train_device}
+                "max_drop": self.max_drop, "train_device": self.train_device,
+                "train_precision": self.train_precision}
 
     @classmethod
     def from_recipe(cls, recipe: dict, **overrides) -> CandidateBuilder:
@@ -168,6 +174,8 @@ class CandidateBuilder:
                    "code": stage_code_hash()}
         if self.train_device != "cpu":  # GPU kernels give other weights than the CPU's
             payload["device"] = self.train_device
+        if self.train_bf16:  # and so does a bf16 fine-tune
+            payload["train_precision"] = "bf16"
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
     @contextlib.contextmanager
@@ -187,7 +195,7 @@ class CandidateBuilder:
         steps = fidelity.steps(steps) if fidelity else steps
         try:
             fit(model, train, seed=self.seed, device=self.train_device, batch_size=FINE_TUNE_BATCH,
-                steps_per_epoch=steps, **kwargs)
+                steps_per_epoch=steps, **{"bf16": self.train_bf16} | kwargs)
         except (FloatingPointError, RuntimeError) as exc:
             raise TrainError(f"{what} failed: {exc}") from exc
         model.cpu()  # pruning traces and export run on the CPU
@@ -226,7 +234,8 @@ class CandidateBuilder:
         with self._step("finetune", timings):
             if epochs > 0:
                 self._fit(model, fidelity, "fine-tuning", epochs=epochs, loss=loss,
-                          lr=cfg.lr * (QAT_LR_SCALE if cfg.qat else 1.0))
+                          lr=cfg.lr * (QAT_LR_SCALE if cfg.qat else 1.0),
+                          **({"bf16": False} if cfg.qat else {}))  # fake-quant observers in FP32
                 if fidelity is not None and not cfg.qat:
                     # a cheap fine-tune takes few steps (digits: 16 an epoch), too few for the
                     # BatchNorms' running averages to forget the statistics from before it: at 4

@@ -5,7 +5,14 @@ import torch
 
 from petra.compression.pruning import Importance, prune
 from petra.compression.regularizers import BNSparsity, CrossEntropy, Distillation
-from petra.compression.training import FINE_TUNE_STEPS, fine_tune_steps, fit, predict
+from petra.compression.training import (
+    FINE_TUNE_STEPS,
+    fine_tune_steps,
+    fit,
+    predict,
+    resolve_train_precision,
+)
+from petra.profilers.fingerprint import machine
 
 
 def test_baseline_is_converged_on_real_data(tiny_task, tiny_teacher):
@@ -84,3 +91,27 @@ def test_an_epoch_of_set_steps_draws_that_many_batches(tiny_task, tiny_model):
     tiny_model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])) if m.training else None)
     fit(tiny_model, tiny_task.train, epochs=2, lr=1e-3, batch_size=64, steps_per_epoch=40)
     assert len(seen) == 80 and set(seen) == {64}  # 40 full batches per epoch, past one pass
+
+
+def test_bf16_fine_tune_recovers_pruned_accuracy_with_fp32_weights(tiny_task, tiny_teacher, tiny_model):
+    """The autocast really runs (other weights than the FP32 fine-tune's from the same seed), the
+    weights and what the model then computes stay FP32, and the pruned model still recovers."""
+    prune(tiny_model, tiny_task.example_input, ratio=0.5, importance=Importance.L2, round_to=1)
+    pruned_acc = tiny_task.metric(predict(tiny_model, tiny_task.val.x), tiny_task.val.y)
+    fp32 = copy.deepcopy(tiny_model)
+    for model, bf16 in ((fp32, False), (tiny_model, True)):
+        fit(model, tiny_task.train, epochs=4, lr=3e-3, loss=Distillation(tiny_teacher, 0.5), bf16=bf16)
+    assert all(p.dtype == torch.float32 for p in tiny_model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(fp32.parameters(), tiny_model.parameters()))
+    outputs = predict(tiny_model, tiny_task.val.x)
+    assert outputs.dtype == "float32"
+    tuned_acc = tiny_task.metric(outputs, tiny_task.val.y)
+    assert tuned_acc > pruned_acc and tuned_acc > 80.0
+
+
+def test_train_precision_auto_follows_the_bf16_units():
+    has_units = "amx_bf16" in machine()["flags"]
+    assert resolve_train_precision("auto") == ("bf16" if has_units else "fp32")
+    assert resolve_train_precision("fp32") == "fp32" and resolve_train_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="auto, fp32, bf16"):
+        resolve_train_precision("fp16")

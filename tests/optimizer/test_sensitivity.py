@@ -8,7 +8,7 @@ from petra.candidate import CandidateConfig, SearchSpace
 from petra.compression.depth import depth_stages
 from petra.exporters.quantize import Precision
 from petra.optimizer.records import Trial, TrialState
-from petra.optimizer.search import IMPROVEMENT, GenerationLoop, Stagnation, build_cost, expected_build_s
+from petra.optimizer.search import GenerationLoop, build_cost, expected_build_s
 from petra.optimizer.sensitivity import (
     MILD_MEAN,
     Sensitivity,
@@ -19,6 +19,7 @@ from petra.optimizer.sensitivity import (
     stage_sensitivity,
 )
 from petra.optimizer.space import handmade_config
+from petra.optimizer.stagnation import IMPROVEMENT, Stagnation
 
 
 def test_the_least_sensitive_stage_is_pruned_hardest():

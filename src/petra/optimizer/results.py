@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from petra import __version__
+from petra.compression.training import resolve_train_precision
 from petra.config import RunConfig
 from petra.handoff import write_handoff
 from petra.models.base import Task
@@ -39,6 +40,8 @@ class ResultsWriter:
             "estimator": estimators.describe(self.cfg.final_sessions, self.cfg.final_max_sessions,
                                               self.cfg.search_sessions),
             "device": self.cfg.device,
+            # what "auto" became on this machine (the fine-tunes' arithmetic; the baseline is FP32)
+            "train_precision": resolve_train_precision(self.cfg.train_precision, self.cfg.train_device),
             "executor": run["executor"],
             "elapsed_s": run["elapsed_s"],
             "output": str(self.out),

@@ -18,8 +18,8 @@ from petra.optimizer.elitism import survivors
 from petra.optimizer.events import Events
 from petra.optimizer.genome import CandidateConfig, SearchSpace
 from petra.optimizer.halving import SuccessiveHalving
-from petra.optimizer.hypervolume import normalized_hypervolume
 from petra.optimizer.nsga import run_nsga2
+from petra.optimizer.push import push_last
 from petra.optimizer.records import FAILED, Trial, TrialState, pick_best
 from petra.optimizer.repair import probe_evidence, repair_children
 from petra.optimizer.sensitivity import (
@@ -33,6 +33,7 @@ from petra.optimizer.sensitivity import (
     stage_sensitivity,
 )
 from petra.optimizer.space import SLOW_PTQ, handmade_config, ptq_configs, seed_configs, slow_precisions
+from petra.optimizer.stagnation import Stagnation, front_hypervolume
 from petra.optimizer.trials import TrialBook
 from petra.optimizer.twins import quantization, twin_configs
 
@@ -72,39 +73,6 @@ TRAINING_STAGES = ("sparsity_s", "lowrank_s", "finetune_s")
 #: the re-measurement swings seen here (the d64 transformer's dynamic INT8, 0.95x then 1.19x)
 #: would not bring it back to FP32, so the seeds need no FP32 twins
 CLEAR_PTQ = 0.75
-#: a front "improved" when its validation hypervolume grew by more than this share: smaller
-#: gains are what re-measuring the same points gives on a noisy machine
-IMPROVEMENT = 0.01
-
-
-def front_hypervolume(front: list[Trial], baseline: Trial, max_drop: float) -> float:
-    """Share of the (validation drop, p50 ratio) box [0, max_drop] x [0, 1] the front dominates."""
-    base = baseline.measurement.p50_ms
-    points = [(max(0.0, t.drop or 0.0), t.measurement.p50_ms / base) for t in front if t.ok]
-    return normalized_hypervolume(points, max(max_drop, 1e-3))
-
-
-class Stagnation:
-    """Counts generations whose front is no better than the best so far (kept across resume)."""
-
-    def __init__(self, limit: int, state: dict | None = None) -> None:
-        self.limit = limit
-        self.best, self.since = (state or {}).get("best", 0.0), (state or {}).get("since", 0)
-
-    def update(self, hv: float) -> bool:
-        """True when the run should stop: ``limit`` generations without improvement. Before the
-        first feasible point that beats the baseline there is nothing to improve on, and the
-        search goes on for as long as the budget lasts."""
-        if hv > self.best * (1 + IMPROVEMENT) + 1e-9:
-            self.best, self.since = hv, 0
-        elif self.best > 0:
-            self.since += 1
-        return self.since >= self.limit
-
-    def state(self) -> dict:
-        return {"best": self.best, "since": self.since}
-
-
 def build_cost(cfg: CandidateConfig) -> tuple:
     """A sort key that puts the cheaper full builds of a batch first: fewer fine-tune epochs,
     then more blocks removed, then more pruned. Why: a budget that ends mid-batch should end it
@@ -363,6 +331,13 @@ class GenerationLoop:
             },
         }
 
+    def _children(self, children: list) -> list:
+        """A generation's children repaired (see ``repair``), the last one a push (``push``)."""
+        probes = probe_evidence(getattr(self, "_sensitivity", None), self.cfg.max_drop)
+        fixed = repair_children(children, self.space, self.book.trials, self.events.message, probes)
+        return push_last(fixed, self.space, self.book.trials, self.cfg.max_drop,
+                         self.cfg.seed + len(self.book.trials), self.events.message)
+
     def run(self) -> None:
         """Seeded with the hand-made configs, or continued from the last stored population."""
         store = self.book.store
@@ -394,7 +369,5 @@ class GenerationLoop:
         run_nsga2(self.space, self.evaluate_batch, generations=(cap or UNCAPPED) - start,
                   population=self.cfg.population, seeds=seeds, seed=self.cfg.seed,
                   on_generation=on_generation, start_generation=start, batched=True,
-                  repair=lambda cs: repair_children(cs, self.space, self.book.trials, self.events.message,
-                                                    probe_evidence(getattr(self, "_sensitivity", None),
-                                                                   self.cfg.max_drop)),
+                  repair=self._children,
                   adopt=lambda pop: survivors(pop, self.space, self.book.trials, self.cfg.max_drop))

@@ -161,7 +161,8 @@ class Study:
                                         seed=self.cfg.seed,
                                         on_stage=self.events.stage,
                                         stage_cache=self.cfg.stage_cache, runtimes=self.runtimes,
-                                        max_drop=self.cfg.max_drop, train_device=self.cfg.train_device)
+                                        max_drop=self.cfg.max_drop, train_device=self.cfg.train_device,
+                                        train_precision=self.cfg.train_precision)
         self.builder.screen_threads = self.threads if self.cfg.screen_settings else None
         self.builder.search_sessions = self.cfg.search_sessions
         self.executor = self.executor or make_executor(self.cfg)
@@ -261,6 +262,7 @@ def resume_study(run_dir: Path, *, time_budget: float | None = None, generations
         raise ConfigError(f"{str(run_dir)!r} has an empty study store; start it with `petra optimize`")
     stored.update(output=str(run_dir))
     stored.setdefault("screen_settings", False)  # a run from before screening: settings were genes
+    stored.setdefault("train_precision", "fp32")  # a run from before bf16 fine-tuning
     overrides = {"time_budget": time_budget, "generations": generations}
     stored.update({k: v for k, v in overrides.items() if v is not None})
     cfg = load_config(**stored)
