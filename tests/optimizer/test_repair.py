@@ -144,4 +144,6 @@ def test_nsga2_breeds_from_the_adopted_population():
     assert asked and all(a in seen for a in asked)  # the adopted genomes' fitness was asked for
     assert [d for d, _ in populations] == [0, 1, 2, 3]
     assert any(g[b] == 2 for g in populations[0][1])  # the first population, before adoption
-    assert all(g[b] != 2 for _, pop in populations[1:] for g in pop)
+    # the elites PyGAD keeps (the first population // 4 members) come from the adopted population;
+    # the children may draw precision 2 again by mutation, so only the elites are checked
+    assert all(g[b] != 2 for _, pop in populations[1:] for g in pop[:2])

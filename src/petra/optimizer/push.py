@@ -2,9 +2,9 @@
 
 Why: mutation steps an ordered gene up or down with equal odds, and over a dozen open genes it
 touches a compression gene of a good parent about as often as a learning rate or a thread count.
-On cdnow (ORT, 10 min per searcher, Xeon AMX VM, 4ad7bc8) every one of NSGA-II's 52 trials after
-the first generation kept the GRU's remaining layer at 50-60% pruning, with drops 0.2 under the
-baseline's, while TPE's 70% ran at 0.242x against NSGA-II's 0.263x. NetAdapt (Yang et al. 2018)
+On cdnow (ORT, 10 min per searcher, Xeon AMX VM, 4ad7bc8) 30 of NSGA-II's 33 trials after the
+first generation kept the GRU's remaining layer at 50-60% pruning, with validation drops 0.2 under
+the baseline's, while TPE's 70% ran at 0.242x against NSGA-II's 0.263x. NetAdapt (Yang et al. 2018)
 goes the other way round: every step prunes one layer more, as long as accuracy holds.
 
 So the last child of each generation is a push, as long as there is slack to push into: the
