@@ -27,7 +27,7 @@ from petra.compression.pruning import STAGE_GENES, stage_ratios
 from petra.optimizer.elitism import expressible
 from petra.optimizer.genome import CandidateConfig, SearchSpace, graft
 from petra.optimizer.records import Trial
-from petra.optimizer.repair import model_change
+from petra.optimizer.repair import changes_model
 
 Genome = tuple[int, ...]
 #: a trial is pushed only while its drop is at most this fraction of ``max_drop``
@@ -36,15 +36,12 @@ PUSH_SLACK = 0.5
 
 def further(config: CandidateConfig, space: SearchSpace) -> list[tuple[str, object]]:
     """Each single-gene change that takes one component of ``config``'s model change one choice
-    further than it is: (gene, value)."""
+    further than it is: (gene, value). A stage gene's "now" is the ratio the stage runs at."""
+    now = dict(zip(STAGE_GENES, stage_ratios(config)))
+    now |= {g: getattr(config, g, None) or 0 for g in (*DEPTH_GENES, *(g.name for g in LowRank.genes))}
     out: list[tuple[str, object]] = []
-    for gene, now in zip(STAGE_GENES, stage_ratios(config)):
-        higher = [c for c in getattr(space, gene, ()) if c is not None and c > now]
-        if higher:
-            out.append((gene, min(higher)))
-    for gene in (*DEPTH_GENES, *(g.name for g in LowRank.genes)):
-        now = getattr(config, gene, None) or 0
-        higher = [c for c in getattr(space, gene, ()) if c is not None and c > now]
+    for gene, value in now.items():
+        higher = [c for c in getattr(space, gene, ()) if c is not None and c > value]
         if higher:
             out.append((gene, min(higher)))
     return out
@@ -56,7 +53,7 @@ def push(space: SearchSpace, trials: Sequence[Trial], max_drop: float, taken: se
     push of those that do is in ``taken`` (keys of configs without their runtime settings)."""
     book = expressible(space, trials)
     ranked = sorted(((g, t) for g, t in book.items() if t.ok and t.drop <= PUSH_SLACK * max_drop
-                     and any(v > 0 for v in model_change(t.config))),
+                     and changes_model(t.config)),
                     key=lambda p: p[1].measurement.p50_ms)
     for genome, trial in ranked:
         options = further(trial.config, space)

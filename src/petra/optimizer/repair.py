@@ -46,7 +46,7 @@ def model_change(config: CandidateConfig) -> tuple[float, ...]:
             *(getattr(config, g.name) or 0.0 for g in LowRank.genes))
 
 
-def _changes(config: CandidateConfig) -> bool:
+def changes_model(config: CandidateConfig) -> bool:
     return any(v > 0 for v in model_change(config))
 
 
@@ -72,7 +72,7 @@ def trial_evidence(trials: Sequence[Trial]) -> list[Evidence]:
     return [Evidence(model_change(t.config), t.drop, f"trial {t.number}",
                      None if t.config.precision is Precision.FP32 else _quantization(t.config))
             for t in trials if t.state is TrialState.INFEASIBLE and t.config.epochs == 0
-            and _changes(t.config)]
+            and changes_model(t.config)]
 
 
 def probe_evidence(sens: Sensitivity | None, max_drop: float) -> list[Evidence]:
@@ -99,7 +99,7 @@ def untrained_evidence(config: CandidateConfig, evidence: Sequence[Evidence]) ->
     """Evidence whose change is at most ``config``'s in every component and whose loss can be
     ``config``'s: that ``config``, untrained, is infeasible too (None when there is none, or
     when ``config`` trains or changes nothing)."""
-    if config.epochs > 0 or not _changes(config):
+    if config.epochs > 0 or not changes_model(config):
         return None
     change, quant = model_change(config), _quantization(config)
     return next((e for e in evidence if _at_most(e.change, change)
@@ -110,7 +110,7 @@ def training_donor(config: CandidateConfig, trials: Sequence[Trial]) -> Trial | 
     """The feasible trained trial that changed the model and is nearest to ``config`` (fewest
     torch genes apart, the training genes aside), the faster one on a tie."""
     others = [g for g in TORCH_GENES if g not in TRAINING_GENES]
-    donors = [t for t in trials if t.ok and t.config.epochs > 0 and _changes(t.config)]
+    donors = [t for t in trials if t.ok and t.config.epochs > 0 and changes_model(t.config)]
     if not donors:
         return None
     return min(donors, key=lambda t: (sum(getattr(t.config, g) != getattr(config, g) for g in others),
