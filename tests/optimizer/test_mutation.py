@@ -6,7 +6,7 @@ import numpy as np
 
 from petra.exporters import Precision
 from petra.optimizer.genome import CandidateConfig, Regularizer, SearchSpace
-from petra.optimizer.mutation import mutate, ordered
+from petra.optimizer.mutation import mutate, ordered, renew
 
 SPACE = SearchSpace(prune_ratio=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7), epochs=(0, 1, 2, 4, 6, 12, 24),
                     lr=(3e-4, 1e-3, 3e-3), regularizer=(Regularizer.NONE, Regularizer.KD),
@@ -49,3 +49,20 @@ def test_a_space_with_nothing_open_is_left_alone():
     space = SearchSpace(**{n: (getattr(SearchSpace(), n)[0],) for n in SearchSpace().gene_names})
     genome = (0,) * len(space.gene_names)
     assert mutate(genome, space, np.random.default_rng(0)) == genome
+
+
+def test_children_already_built_are_mutated_until_new():
+    rng = np.random.default_rng(3)
+    space = SPACE.without_settings()
+    built_cfg = CandidateConfig(prune_ratio=0.3, epochs=12, regularizer=Regularizer.KD,
+                                precision=Precision.INT8_STATIC)
+    new_cfg = built_cfg.replace(prune_ratio=0.5)
+    key = lambda g: space.decode(g).without_settings().key  # noqa: E731
+    dup, fresh = space.encode(built_cfg), space.encode(new_cfg)
+    out, renewed = renew([dup, fresh, fresh, dup], space, {key(dup)}, rng)
+    assert renewed == 3  # both copies of the built one, and the second copy of the new one
+    assert out[1] == fresh  # a new child is left as it is
+    keys = [key(g) for g in out]
+    assert len(set(keys)) == 4 and key(dup) not in keys
+    for g, was in ((out[0], dup), (out[2], fresh), (out[3], dup)):  # near where it was
+        assert sum(a != b for a, b in zip(g, was)) <= 4

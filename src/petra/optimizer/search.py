@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
+
 from petra.compression.depth import DEPTH_GENES
 from petra.compression.pruning import stage_ratios
 from petra.config import RunConfig
@@ -18,6 +20,7 @@ from petra.optimizer.elitism import survivors
 from petra.optimizer.events import Events
 from petra.optimizer.genome import CandidateConfig, SearchSpace
 from petra.optimizer.halving import SuccessiveHalving
+from petra.optimizer.mutation import renew
 from petra.optimizer.nsga import run_nsga2
 from petra.optimizer.push import push_last
 from petra.optimizer.records import FAILED, Trial, TrialState, pick_best
@@ -332,11 +335,18 @@ class GenerationLoop:
         }
 
     def _children(self, children: list) -> list:
-        """A generation's children repaired (see ``repair``), the last one a push (``push``)."""
+        """A generation's children repaired (see ``repair``), those already built mutated again
+        (``renew``), the last one a push (``push``)."""
         probes = probe_evidence(getattr(self, "_sensitivity", None), self.cfg.max_drop)
         fixed = repair_children(children, self.space, self.book.trials, self.events.message, probes)
-        return push_last(fixed, self.space, self.book.trials, self.cfg.max_drop,
-                         self.cfg.seed + len(self.book.trials), self.events.message)
+        seed = self.cfg.seed + len(self.book.trials)
+        built = {t.config.without_settings().key for t in self.book.trials}
+        fixed, renewed = renew(fixed, self.space, built, np.random.default_rng(seed))
+        if renewed:
+            self.events.message(f"renew: {renewed} of {len(fixed)} children were built already; "
+                                "each mutated again")
+        return push_last(fixed, self.space, self.book.trials, self.cfg.max_drop, seed,
+                         self.events.message)
 
     def run(self) -> None:
         """Seeded with the hand-made configs, or continued from the last stored population."""
