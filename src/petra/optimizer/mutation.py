@@ -79,11 +79,10 @@ def renew(children: Sequence[Sequence[int]], space: SearchSpace, built: set[str]
     without their runtime settings), or to an earlier child's, mutated again until it does not
     (up to RETRIES more mutations, each from the last); and how many were renewed.
 
-    Why: a child the book already holds costs no build, and it adds nothing. In the default
-    digits run (e89b423, 180 s) generations 4 and 5 built no trial: five of six children were
-    trials of the book, the sixth did not fit the budget, and the stagnation rule stopped the
-    search at 109 s (the run ended at 156 s of 180). Re-mutating a duplicate is how GA libraries keep a small population
-    from collapsing (pymoo's duplicate elimination)."""
+    Why: a child the book already holds costs no build and adds nothing, and a generation has
+    six children. In the default digits run on a0b9159, one of generation 1's six was a trial
+    already built. Re-mutating a duplicate is how GA libraries keep a small population from
+    collapsing (pymoo's duplicate elimination)."""
     seen, out, renewed = set(built), [], 0
     for child in children:
         genome = tuple(int(g) for g in child)
