@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from petra.compression.depth import BlockRemoval
+from petra.compression.kernels import KernelCrop
 from petra.compression.lowrank import LowRank
 from petra.compression.pruning import StructuredPruning
 from petra.compression.qat import QuantAwareTraining
@@ -32,7 +33,7 @@ from petra.runtimes import RUNTIME, RUNTIME_GENES, RUNTIMES, backend
 #: every technique, in the order of their genes in a genome (new passes go at the end)
 PASSES: tuple[Pass, ...] = (StructuredPruning(), FineTune(), Regularization(), LowRank(),
                             QuantAwareTraining(), RecurrentUnroll(), Quantization(), OrtQuantization(),
-                            NncfQuantization(), TransformerFusion(), BlockRemoval())
+                            NncfQuantization(), TransformerFusion(), BlockRemoval(), KernelCrop())
 GENES: tuple[Gene, ...] = tuple(g for p in PASSES for g in p.genes) + RUNTIME_GENES
 BY_NAME: dict[str, Gene] = {g.name: g for g in GENES}
 assert len(BY_NAME) == len(GENES), "a gene is declared twice"

@@ -25,6 +25,7 @@ from torch import nn
 
 from petra.candidate import QUANTIZERS, REWRITES, CandidateConfig
 from petra.compression.depth import DEPTH_GENES, drop_blocks, ranking_inputs
+from petra.compression.kernels import crop_kernels
 from petra.compression.lowrank import LowRankRegularizer, factorize, truncate
 from petra.compression.pruning import StructuredPruning, is_pruned, recalibrate_bn, stage_ratios
 from petra.compression.qat import calibrate, export_qat, prepare_qat
@@ -254,9 +255,12 @@ class CandidateBuilder:
         return torch.from_numpy(self.task.train.x[:n]), torch.from_numpy(self.task.train.y[:n])
 
     def _shorten(self, model: nn.Module, cfg: CandidateConfig) -> None:
+        """The architecture genes (blocks removed, kernels cut), before pruning ranks channels."""
         per_stage = tuple(getattr(cfg, g) for g in DEPTH_GENES)
         if any(per_stage):
             drop_blocks(model, self.task.example_input, per_stage, inputs=ranking_inputs(self.task.train.x))
+        cut = cfg.kernel_keep < 1.0 and crop_kernels(model, cfg.kernel_keep)
+        if any(per_stage) or cut:
             recalibrate_bn(model, self.task.train.x)  # what reaches the later layers changed
 
     def _prune(self, model: nn.Module, cfg: CandidateConfig) -> None:

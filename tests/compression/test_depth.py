@@ -37,7 +37,7 @@ def test_only_residual_shape_keeping_blocks_are_removable():
     assert [type(c[i]).__name__ for c, i in removable_blocks(DepthwiseCNN(), x)] == ["InvertedResidual"] * 2
     assert depth_stages(DigitsResNet(8), x) == [1, 1, 1]  # the strided block with a conv shortcut stays
     assert removable_blocks(Plain(), x) == []
-    assert BlockRemoval().applies(Plain(), x, None).startswith("the model has no residual block")
+    assert BlockRemoval().applies(Plain(), x, None).startswith("the model has no residual or composite block")
     assert depth_stages(TransformerClassifier(1), torch.randn(2, 1, 12)) == [1, 1]
 
 
@@ -109,3 +109,24 @@ def test_a_gru_without_its_top_layer_computes_its_first_layer_and_exports(tmp_pa
     prune_recurrent_units(model, ratio=0.5)
     unroll_gru(model)
     assert model(x).shape == (4, 6)
+
+
+def test_composite_blocks_without_a_skip_are_removable_and_keep_their_places(tmp_path):
+    """InceptionTime's modules keep their shape but add no skip (the shortcut spans three): each
+    but the first (1 -> 4 x nf channels) is a block; it becomes an Identity in its ModuleList, so
+    the owner's every-third-module shortcut still follows the same modules."""
+    from petra.models.ucr import InceptionTime
+
+    model, x = InceptionTime(1, 3, nf=4, depth=6).eval(), torch.randn(2, 1, 40)
+    assert [i for _, i in removable_blocks(model, x)] == [1, 2, 3, 4, 5]
+    conv_bn_relu = nn.Sequential(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+                                 nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()))
+    assert removable_blocks(conv_bn_relu, torch.randn(1, 4, 6, 6)) == []  # one layer each: pruning's
+    drop_blocks(model, x, (1, 1, 0, 1))
+    assert len(model.modules_) == 6
+    assert [i for i, m in enumerate(model.modules_) if isinstance(m, nn.Identity)] == [1, 2, 5]
+    art = export_onnx(model, x, tmp_path / "m.onnx")
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = get_runtime("onnxruntime").compile(art.path).run(x.numpy())
+    np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -115,7 +115,8 @@ def test_nsga2_evaluates_the_repaired_children():
     def no_precision_1(children):
         return [tuple(0 if i == b and g == 1 else g for i, g in enumerate(c)) for c in children]
 
-    run_nsga2(space, evaluate, generations=4, population=8, seed=3, repair=no_precision_1)
+    seed = tuple(int(i == b) for i in range(len(space.gene_names)))  # precision 1 from the start
+    run_nsga2(space, evaluate, generations=4, population=8, seed=3, repair=no_precision_1, seeds=[seed])
     later = [g for g, gen in seen if gen > 0]
     assert later and all(g[b] != 1 for g in later)
     assert any(g[b] == 1 for g, gen in seen if gen == 0)  # the first population is not repaired
