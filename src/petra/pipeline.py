@@ -37,13 +37,7 @@ from petra.exporters import Artifact, export_onnx
 from petra.exporters.quantize import QuantData
 from petra.fidelity import Fidelity
 from petra.models.base import Task, default_cache_dir
-from petra.profilers import (
-    IsolatedMeasurer,
-    Measurement,
-    MeasureRequest,
-    TimingPolicy,
-    versions,
-)
+from petra.profilers import IsolatedMeasurer, Measurement, MeasureRequest, TimingPolicy, versions
 from petra.profilers.isolated import runtime_ref
 from petra.runtimes import RUNTIMES
 from petra.runtimes.base import Runtime
@@ -259,7 +253,7 @@ class CandidateBuilder:
         per_stage = tuple(getattr(cfg, g) for g in DEPTH_GENES)
         if any(per_stage):
             drop_blocks(model, self.task.example_input, per_stage, inputs=ranking_inputs(self.task.train.x))
-        cut = cfg.kernel_keep < 1.0 and crop_kernels(model, cfg.kernel_keep)
+        cut = crop_kernels(model, cfg.kernel_keep)  # none at keep 1
         if any(per_stage) or cut:
             recalibrate_bn(model, self.task.train.x)  # what reaches the later layers changed
 

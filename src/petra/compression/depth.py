@@ -11,11 +11,11 @@ A block is removable when it sits in a container of blocks (``nn.Sequential`` or
 ``nn.ModuleList``) beside another block, has weights, keeps its input's shape, and either is an
 ``nn.TransformerEncoderLayer`` (residual by definition), adds its own input to its output (read
 from its ``torch.fx`` graph), or is a composite module of its own (a block of layers, not a
-single layer) with no skip: then the next block reads what the one before wrote, and distillation
-retrains it to. Why the last: InceptionTime's modules keep their 4 x nf channels but add no skip
-(the shortcut spans three of them), and once pruned its INT8 graph on OpenVINO costs about ten
-operators of fixed overhead per module (a 4-channel-wide model ran 0.26 ms, an unpruned one 0.84
-ms, on one Xeon core), so fewer modules are what is left to gain. A single layer (a 3x3 conv in
+single layer) with no skip: then the next block reads what the one before wrote, and the
+fine-tune (with distillation) retrains it to. Why the last: InceptionTime's modules keep their
+4 x nf channels but add no skip (the shortcut spans three of them), and once pruned its INT8
+graph on OpenVINO costs about ten operators of fixed overhead per module (nf=4 ran 0.27 ms, nf=32
+0.84 ms, on one Xeon core), so fewer modules are what is left to gain. A single layer (a 3x3 conv in
 a plain ``nn.Sequential``) is never removed: that is what pruning narrows.
 
 A stacked ``nn.GRU``/``nn.LSTM`` (no ``proj_size``) has such blocks too: every layer but the first
@@ -195,17 +195,17 @@ def _remove(model: nn.Module, doomed: list[Block]) -> None:
     adds a shortcut after every third) still finds each where it was. The layers of an owner that
     counts them (nn.TransformerEncoder: ``num_layers``, and it calls each with a mask an Identity
     does not take) lose the entry instead, one always kept."""
-    counted = {id(owner.layers) for owner in model.modules()
-               if isinstance(getattr(owner, "layers", None), nn.ModuleList)
-               and isinstance(getattr(owner, "num_layers", None), int)}
+    counters = [owner for owner in model.modules()
+                if isinstance(getattr(owner, "layers", None), nn.ModuleList)
+                and isinstance(getattr(owner, "num_layers", None), int)]
+    counted = {id(owner.layers) for owner in counters}
     for container, i in sorted(doomed, key=lambda b: -b[1]):
         if id(container) not in counted:
             container[i] = nn.Identity()
         elif len(container) > 1:
             del container[i]
-    for owner in model.modules():
-        if id(getattr(owner, "layers", None)) in counted:
-            owner.num_layers = len(owner.layers)
+    for owner in counters:
+        owner.num_layers = len(owner.layers)
 
 
 def depth_stages(model: nn.Module, example: torch.Tensor) -> list[int]:
@@ -229,7 +229,7 @@ class BlockRemoval(Pass):
         if not counts:
             return "the model has no residual or composite block whose input and output shapes match"
         return try_on_copy(model, example, lambda m: drop_blocks(m, example, (1,) * MAX_STAGES),
-                           what="removing a residual block per stage", must_shrink=True)
+                           what="removing a block per stage", must_shrink=True)
 
     def narrow(self, model, example) -> dict[str, tuple[tuple, str]]:
         counts = depth_stages(model, example)
