@@ -127,11 +127,17 @@ def test_a_batch_builds_its_cheapest_candidates_first():
 def test_the_deep_seed_removes_a_block_from_every_stage_but_the_most_sensitive():
     space, template = SearchSpace(), handmade_config(1)
     sens = Sensitivity((0.0, 9.0, 2.0, 4.0), depth_drops=(0.2, 3.0, 0.5, 1.0))
-    moderate, shortened, deep, aggressive = sensitivity_seeds(template, sens, space)
-    blocks = [[getattr(c, f"drop_blocks{i}") for i in range(4)] for c in (shortened, deep)]
-    assert blocks == [[1, 0, 0, 0], [1, 0, 1, 1]]  # stage 1 minded a removal most: it keeps its block
-    assert deep.epochs == max(space.epochs) == 24 and shortened.epochs == template.epochs
-    assert deep.prune_ratio == shortened.prune_ratio and skips_cheap_pass(deep)
+    moderate, shortened, middle, deep, aggressive = sensitivity_seeds(template, sens, space)
+    blocks = [[getattr(c, f"drop_blocks{i}") for i in range(4)] for c in (shortened, middle, deep)]
+    # stage 1 minded a removal most: it keeps its block; the middle seed drops the cheapest two
+    assert blocks == [[1, 0, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]]
+    assert deep.epochs == middle.epochs == max(space.epochs) == 24 and shortened.epochs == template.epochs
+    assert deep.prune_ratio == middle.prune_ratio == shortened.prune_ratio
+    assert skips_cheap_pass(deep) and skips_cheap_pass(middle)
+    # three open stages: half of them is one block, the shortened seed's shape: no middle seed
+    three = Sensitivity(sens.drops, depth_drops=(0.2, 3.0, 0.5, None))
+    assert [sum(getattr(c, f"drop_blocks{i}") for i in range(4))
+            for c in sensitivity_seeds(template, three, space)] == [0, 1, 2, 0]
     # two open stages: all but one is the block-removing seed itself; no fine-tune: no deep seed
     two = Sensitivity(sens.drops, depth_drops=(None, 3.0, 0.5, None))
     assert len(sensitivity_seeds(template, two, space)) == 3
@@ -143,10 +149,10 @@ def test_block_removal_is_ranked_by_drop_per_time_saved_once_measured():
     the time; per fraction of p50 saved it is cheaper than the deepest stage."""
     space, template = SearchSpace(), handmade_config(1)
     drops = (3.0, 0.5, 0.6, 0.4)
-    assert Sensitivity(drops, depth_drops=drops).all_but_costliest_depth() == (1, 2, 3)
+    assert Sensitivity(drops, depth_drops=drops).depths_by_cost()[:-1] == [3, 1, 2]
     timed = Sensitivity(drops, depth_drops=drops, depth_saved=(0.45, 0.10, 0.08, 0.02))
     assert timed.depths_by_cost() == [1, 0, 2, 3]  # 5, 6.7, 7.5 and 20 points per p50 saved
-    deep = sensitivity_seeds(template, timed, space)[2]
+    deep = sensitivity_seeds(template, timed, space)[3]
     assert [getattr(deep, f"drop_blocks{i}") for i in range(4)] == [1, 1, 1, 0]
     # a removal that saved nothing is the costliest, whatever it lost; a free one the cheapest
     assert Sensitivity(drops, depth_drops=(0.0, 0.5, 0.6, 0.0),

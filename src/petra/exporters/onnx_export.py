@@ -28,6 +28,7 @@ from torch import nn
 
 from petra.errors import ExportError
 from petra.exporters.artifact import Artifact
+from petra.exporters.concat_bn import fold_concat_bn
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -75,6 +76,7 @@ def export_onnx(
                 )
             else:
                 raise ExportError(f"unknown export method {method!r}; use torchscript or dynamo")
+        _rewrite(tmp)
         onnx.checker.check_model(str(tmp))
     except ExportError:
         tmp.unlink(missing_ok=True)
@@ -85,6 +87,13 @@ def export_onnx(
         raise ExportError(f"{method} ONNX export failed: {type(exc).__name__}: {message}") from exc
     os.replace(tmp, path)
     return Artifact.of(path)
+
+
+def _rewrite(path: Path) -> None:
+    """Exact graph rewrites no exporter does (see ``concat_bn``), applied to every export."""
+    model = onnx.load(str(path))
+    if fold_concat_bn(model):
+        onnx.save(model, str(path))
 
 
 def _forward_arg_names(model: nn.Module) -> list[str]:

@@ -64,10 +64,6 @@ class Sensitivity:
             return sorted(open_, key=cost)
         return sorted(open_, key=lambda k: (self.depth_drops[k], k))
 
-    def all_but_costliest_depth(self) -> tuple[int, ...]:
-        """The open depth stages, less the one whose block removal cost most."""
-        return tuple(sorted(self.depths_by_cost()[:-1]))
-
     def least_sensitive_depth(self) -> int | None:
         """The depth stage whose block removal cost least, or None when no stage may lose one."""
         return next(iter(self.depths_by_cost()), None)
@@ -147,13 +143,13 @@ def sensitivity_seeds(template: CandidateConfig, sens: Sensitivity, space: Searc
     """``template`` (the hand-made recipe) with each SEED_MEANS's per-stage ratios, snapped to
     the choices the space offers; after the moderate one, one that removes a block from the depth
     stage that minded it least and prunes at DEPTH_SEED_MEAN (distillation then recovers what the
-    block added), and the deep seed (see ``deep_seed``; without one, the block-removing seed
-    trains as long); with ``mild``, last, the MILD_MEAN one."""
+    block added), and the middle and deep seeds (see ``deep_seeds``; without them, the
+    block-removing seed trains as long); with ``mild``, last, the MILD_MEAN one."""
     seeds = [_shaped(template, sens, space, mean) for mean in SEED_MEANS + ((MILD_MEAN,) if mild else ())]
     k = sens.least_sensitive_depth()
     if k is not None:
         shallow = _shaped(template, sens, space, DEPTH_SEED_MEAN)
-        deep = deep_seed(shallow, sens, space)
+        deep = deep_seeds(shallow, sens, space)
         shortened = shallow.replace(**{DEPTH_GENES[k]: 1})
         if not deep:  # the one seed that removes a block: it gets the deep seed's fine-tune
             shortened = shortened.replace(epochs=max(space.epochs))
@@ -161,19 +157,25 @@ def sensitivity_seeds(template: CandidateConfig, sens: Sensitivity, space: Searc
     return seeds
 
 
-def deep_seed(shallow: CandidateConfig, sens: Sensitivity, space: SearchSpace) -> list[CandidateConfig]:
+def deep_seeds(shallow: CandidateConfig, sens: Sensitivity, space: SearchSpace) -> list[CandidateConfig]:
     """``shallow`` with one block removed from every open depth stage but the costliest one (see
     ``Sensitivity.depths_by_cost``), and the longest fine-tune the space offers (none below
-    DEEP_MIN_STAGES open stages).
-    Why: on fashion-mnist's ResNet the p50 of a pruned INT8 model stops falling past 50% pruning
-    (70% measured 0.0676 ms, 50% 0.0655), since what is left is per-layer work; removing three
-    of its four blocks and fine-tuning 24 epochs measured 0.0434 ms at 0.36 points of validation
-    drop, where 4 epochs of the same lose points. The GA reaches such a shape rarely within a
-    10-15 min budget (2 of 28 candidates had 24 epochs), so the seed starts there."""
-    stages = sens.all_but_costliest_depth()
-    if len(stages) + 1 < DEEP_MIN_STAGES or max(space.epochs) == 0:
+    DEEP_MIN_STAGES open stages); before it, where half the open stages are two or more, the
+    middle seed: the same with blocks removed from the cheapest half only.
+    Why deep: on fashion-mnist's ResNet the p50 of a pruned INT8 model stops falling past 50%
+    pruning (70% measured 0.0676 ms, 50% 0.0655), since what is left is per-layer work; removing
+    three of its four blocks and fine-tuning 24 epochs measured 0.0434 ms at 0.36 points of
+    validation drop, where 4 epochs of the same lose points. The GA reaches such a shape rarely
+    within a 10-15 min budget (2 of 28 candidates had 24 epochs), so the seed starts there.
+    Why middle: on OSULeaf's InceptionTime the deep seed (three of the five removable modules) lost 4 of 88
+    validation series after 24 epochs, the one-block seed left most of the time in place
+    (0.291x), and two modules removed with 24 epochs kept every series (0.287 ms, ~0.19x)."""
+    order = sens.depths_by_cost()
+    if len(order) < DEEP_MIN_STAGES or max(space.epochs) == 0:
         return []
-    return [shallow.replace(epochs=max(space.epochs), **{DEPTH_GENES[k]: 1 for k in stages}).canonical()]
+    shapes = ([order[:len(order) // 2]] if len(order) // 2 >= 2 else []) + [order[:-1]]
+    long = shallow.replace(epochs=max(space.epochs))
+    return [long.replace(**{DEPTH_GENES[k]: 1 for k in ks}).canonical() for ks in shapes]
 
 
 def _shaped(template: CandidateConfig, sens: Sensitivity, space: SearchSpace, mean: float) -> CandidateConfig:
