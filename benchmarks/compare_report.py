@@ -98,7 +98,8 @@ def targets(rows: dict[str, dict], max_drop: float) -> dict:
 
 REFEREE = ("Every figure below comes from the final referee pass: each row's front and the FP32 "
            "baseline (same runtime, tuned threads and graph optimisation) re-measured in one "
-           "worker, interleaved; every ratio is to that baseline. Rows 2-3 on another runtime "
+           "worker, interleaved; every study's FP32 baseline is re-measured there too, and the "
+           "fastest is the one every ratio is to. Rows 2-3 on another runtime "
            "also list their ratio to that runtime's FP32 baseline below the table.")
 NO_REFEREE = ("Produced before the referee pass existed: figures are each study's search-time "
               "measurements and ratios are to the FP32 baseline of the row's own study (rows 1-4 "
