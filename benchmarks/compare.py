@@ -131,8 +131,8 @@ class Bench:
         singles = self.pending["baseline"]["study"]
         todo: list = []
         for key, p in self.pending.items():
-            own = [p["study_baseline"]] if p["study_baseline"].config.precision is Precision.FP32 else []
-            for t in ([*singles.baselines.values()] if key == "baseline" else [*own, *p["front"]]):
+            for t in ([*singles.baselines.values()] if key == "baseline"
+                      else [p["study_baseline"], *p["front"]]):
                 if t.measurement is not None and t.artifact and all(t is not o for o, _ in todo):
                     todo.append((t, p["study"]))
         merged = interleaved_fastest(  # the schedule of Study.remeasure
@@ -159,9 +159,7 @@ class Bench:
         singles = self.pending["baseline"]["study"]
         for runtime, current in list(singles.baselines.items()):
             same = [p["study_baseline"] for p in self.pending.values()
-                    if p["study_baseline"].config.runtime == runtime
-                    and p["study_baseline"].config.precision is Precision.FP32
-                    and p["study_baseline"].measurement is not None]
+                    if p["study_baseline"].config.runtime == runtime]
             fastest = min([current, *same], key=lambda t: t.measurement.p50_ms)
             if fastest is current:
                 continue

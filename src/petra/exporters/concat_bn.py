@@ -26,10 +26,13 @@ _BN_ATTRS_OK = {"epsilon", "momentum", "training_mode", "spatial"}
 def fold_concat_bn(model: onnx.ModelProto) -> int:
     """Rewrite ``model`` in place; returns how many BatchNormalizations were folded."""
     graph = model.graph
-    folded = 0
-    for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
-        if _fold_one(graph, bn):
-            folded += 1
+    producers = {o: n for n in graph.node for o in n.output}
+    behind_concat = [n for n in graph.node if n.op_type == "BatchNormalization"
+                     and getattr(producers.get(n.input[0]), "op_type", None) == "Concat"]
+    if not behind_concat:  # most models: no weight is read at all
+        return 0
+    inits = _constants(graph)  # once: a fold adds constants no later fold reads
+    folded = sum(_fold_one(graph, bn, inits) for bn in behind_concat)
     if folded:
         _drop_unused_constants(graph)
     return folded
@@ -103,8 +106,7 @@ def _branch_convs(graph, concat, inits) -> list[onnx.NodeProto] | None:
     return convs
 
 
-def _fold_one(graph: onnx.GraphProto, bn: onnx.NodeProto) -> bool:
-    inits = _constants(graph)
+def _fold_one(graph: onnx.GraphProto, bn: onnx.NodeProto, inits: dict[str, np.ndarray]) -> bool:
     if len(bn.output) != 1 or any(a.name not in _BN_ATTRS_OK for a in bn.attribute):
         return False
     if any(a.name == "training_mode" and a.i for a in bn.attribute):

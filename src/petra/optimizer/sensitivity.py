@@ -167,9 +167,9 @@ def deep_seeds(shallow: CandidateConfig, sens: Sensitivity, space: SearchSpace) 
     three of its four blocks and fine-tuning 24 epochs measured 0.0434 ms at 0.36 points of
     validation drop, where 4 epochs of the same lose points. The GA reaches such a shape rarely
     within a 10-15 min budget (2 of 28 candidates had 24 epochs), so the seed starts there.
-    Why middle: on OSULeaf's InceptionTime the deep seed (three of the five removable modules) lost 4 of 88
-    validation series after 24 epochs, the one-block seed left most of the time in place
-    (0.291x), and two modules removed with 24 epochs kept every series (0.287 ms, ~0.19x)."""
+    Why middle: on OSULeaf's InceptionTime the deep seed (three of the five removable modules)
+    lost 4 of 88 validation series after 24 epochs, the one-block seed left most of the time in
+    place (0.291x), and two modules removed with 24 epochs kept every series (0.287 ms, ~0.19x)."""
     order = sens.depths_by_cost()
     if len(order) < DEEP_MIN_STAGES or max(space.epochs) == 0:
         return []
