@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import compare_report as report  # noqa: E402
+import compare_seeds  # noqa: E402
 
 from petra.config import RunConfig, load_config  # noqa: E402
 from petra.errors import ConfigError  # noqa: E402
@@ -114,7 +115,13 @@ class Bench:
                           population=8, output=self.work / key, progress="quiet", seed=self.args.seed,
                           max_drop=self.args.max_drop, final_sessions=self.args.final_sessions,
                           final_max_sessions=self.args.final_max_sessions)
-        return Study(cfg, task=self.task, log=lambda s: None)
+        log = self.work / f"{key}.log"  # what the quiet study did: its messages, one line a trial
+
+        def write(line: str) -> None:
+            with open(log, "a") as f:
+                f.write(line + "\n")
+
+        return Study(cfg, task=self.task, log=write)
 
     def row(self, key: str, study: Study, trials: list, base, wall_s: float, notes: str,
             best=None, runtime: str | None = None) -> None:
@@ -197,6 +204,8 @@ class Bench:
                        id(p["study_baseline"]), p["study_baseline"].measurement.p50_ms),
                    "study_baseline_p50_ms": p["study_baseline"].measurement.p50_ms,
                    "points": points, "hypervolume": report.front_hypervolumes(points, self.args.max_drop)}
+            if "search" in p:
+                row["search"] = p["search"]
             own = singles.baselines.get(p["runtime"], main)
             if key != "baseline" and own is not main and best is not None and best.measurement is not None:
                 row["ratios_to_own_runtime_baseline"] = report.ratios(best, own, self.drop)
@@ -320,6 +329,7 @@ class Bench:
                  "petra as shipped: multi-fidelity halving, own stage cache, seeded with the FP32, "
                  "INT8-alone and hand-made configs, front re-measured by Study.run (its time kept "
                  "from the budget) and again in the referee pass")
+        self.pending["nsga2"]["search"] = compare_seeds.search_record(study.out, self.drop)
 
     def results(self, load_start, wall_s: float) -> dict:
         self.referee()

@@ -70,6 +70,15 @@ def test_compare_writes_seven_rows_with_consistent_hypervolumes(compare, tiny_te
         expect = (1 - max(0.0, r["metric_drop_test"])) * (1 - r["p50_latency"])
         assert rows["handmade"]["hypervolume"]["test"] == pytest.approx(max(0.0, expect))
     assert res["targets"]["largest_hypervolume"]["ranking"][0] in ROWS
+    # the targets hold at <= max drop on test; whether the search found its best or was handed it
+    within = compare.report.best_within(rows["nsga2"]["points"])
+    assert not within or within["ratios"]["metric_drop_test"] <= compare.report.TARGET_DROP
+    assert res["targets"]["p50_ratio_le_0.1"]["value"] == within.get("ratios", {}).get("p50_latency")
+    search = rows["nsga2"]["search"]
+    assert search["seeds_from"] == "stored seeds" and search["seeds"]
+    assert res["targets"]["beyond_the_seeds"]["met"] in (True, False)
+    # each quiet study still says what it did, in its own log beside its work
+    assert "search: NSGA-II" in (tmp_path / "work" / "nsga2.log").read_text()
     assert res["machine"]["cores"] >= 1 and len(res["load_start"]) == 3
     md = stem.with_suffix(".md").read_text()
     assert all(rows[k]["name"] in md for k in ROWS)

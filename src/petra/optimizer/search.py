@@ -357,6 +357,8 @@ class GenerationLoop:
         if stored is not None:  # resume: the last stored population, every finished trial cached
             start, seeds = stored
             self.completed = start
+        else:  # what a run's best is checked against: a seed, or found by the search
+            store.set_meta("seeds", sorted({self.space.decode(g).without_settings().key for g in seeds}))
 
         def on_generation(done: int, population) -> bool:
             store.save_population(done, population)
