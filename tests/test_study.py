@@ -321,6 +321,13 @@ def test_final_reserve_is_what_re_measuring_the_front_and_baselines_will_take():
     assert budget.out_of_time()
 
 
+def test_the_study_reserves_final_rounds_of_one_session_each(tiny_task, tmp_path):
+    """A search figure took search_sessions sessions, a final round takes one."""
+    cfg = load_config(final_sessions=4, final_max_sessions=8, search_sessions=3, output=tmp_path)
+    study = Study(cfg, task=tiny_task, space=TINY_SPACE, log=lambda s: None)
+    assert study.budget.final_sessions == pytest.approx((4 + 8) / 2 / 3)
+
+
 def test_points_on_the_front_for_their_size_alone_are_not_re_timed():
     base = _measured(0, p50=1.0, size=100, val=99.0, measure_s=0.5)
     fast = _measured(1, p50=0.5, size=50, val=98.8, measure_s=0.2)

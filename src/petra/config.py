@@ -71,7 +71,7 @@ class RunConfig(BaseModel):
     #: a search-time figure is the fastest p50 of this many fresh sessions (the default is what
     #: kept rankings at Kendall tau >= 0.9 on a noisy 2-vCPU VM, see ``optimizer.estimators``; 1
     #: halves the search's timing on a quiet machine, 3 steadies a drifting one)
-    search_sessions: int = Field(2, ge=1, le=10)
+    search_sessions: int = Field(3, ge=1, le=10)
 
     @model_validator(mode="after")
     def _sessions_order(self) -> RunConfig:
@@ -226,7 +226,7 @@ final_sessions: 5
 final_max_sessions: 10
 # A search-time figure is the fastest of this many fresh sessions: 1 on a quiet machine, 3 on
 # one whose speed drifts.
-search_sessions: 2
+search_sessions: 3
 """
 
 

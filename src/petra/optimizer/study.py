@@ -76,7 +76,8 @@ class Study:
         self.store = StudyStore(self.out / "study.db")
         self.book = TrialBook(self.task, cfg.max_drop, self.out, self.store, self.events,
                               clock=lambda: self.budget.elapsed(), screened=cfg.screen_settings)
-        rounds = (cfg.final_sessions + cfg.final_max_sessions) / 2  # see Budget.final_reserve
+        # see Budget.final_reserve: a final round is one session, a search figure search_sessions
+        rounds = (cfg.final_sessions + cfg.final_max_sessions) / 2 / cfg.search_sessions
         self.budget = Budget(cfg.time_budget, rounds, self.book.to_remeasure)
         self.resumed = self._load_store()
         self.writer = ResultsWriter(cfg, self.task, self.runtimes, self.out)
