@@ -41,7 +41,9 @@ def search_record(out: Path, drop) -> dict:
             seeds, seeds_from = _first_population(store), "first population (study older than its seeds)"
     finally:
         store.close()
-    base = next(e for e in entries if e["trial"] == base_no)
+    base = next((e for e in entries if e["trial"] == base_no and "latency_ms" in e), None)
+    if base is None:  # a study that never measured its baseline: nothing to check, nothing lost
+        return {"seeds": seeds, "seeds_from": seeds_from, "baseline_trial": None, "points": []}
     b50, bval, btest = base["latency_ms"]["p50"], base["metric"]["val"], base["metric"]["test"]
     points = []
     for e in entries:

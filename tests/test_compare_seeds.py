@@ -65,6 +65,13 @@ def test_a_study_older_than_its_stored_seeds_falls_back_to_its_first_population(
     assert rec["seeds_from"].startswith("first population") and rec["seeds"] == first
 
 
+def test_a_study_without_a_measured_baseline_gives_an_empty_record(tmp_path):
+    StudyStore(tmp_path / "study.db").close()
+    (tmp_path / "trials.jsonl").write_text("")
+    rec = compare_seeds.search_record(tmp_path, lambda base, value: base - value)
+    assert rec["points"] == [] and not compare_seeds.beyond_seeds(rec, 1.0)["met"]
+
+
 def _record(*points, seeds=("s",)) -> dict:
     keys = ("trial", "seed_key", "shape", "p50_ratio", "drop_test")
     return {"seeds": list(seeds), "points": [dict(zip(keys, p)) for p in points]}
