@@ -217,7 +217,7 @@ def summary(results: list[dict]) -> str:
         nsga = rows["nsga2"]
         best = "baseline (nothing feasible and faster)" if nsga["best_is_baseline"] else cell(nsga["best"])
         within = best_within(nsga["points"])
-        if within.get("trial") != nsga["best"].get("trial"):
+        if not nsga["best_is_baseline"] and within.get("trial") != nsga["best"].get("trial"):
             best += f" (at <= {TARGET_DROP:g} point: {cell(within) if within else 'none'})"
         lines.append(f"| {res['task']} / {res['runtime']} | {res['budget_min']:g} min | "
                      f"{res['metric']} {base['test']:.2f} | {best} | {cell(rows['handmade']['best'])} "
